@@ -1,0 +1,128 @@
+//! Request handlers: decode, call the store, encode. No rules live here.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::accounts::AccountInput;
+use crate::status::Status;
+use crate::store::{NewDeal, NewPerson, PersonKind};
+
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+fn body<T>(payload: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+    payload.map(|Json(v)| v).map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+fn id(path: Result<Path<i64>, PathRejection>) -> ApiResult<i64> {
+    path.map(|Path(v)| v).map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    org: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: i64,
+    #[serde(default)]
+    offset: i64,
+}
+
+fn default_limit() -> i64 {
+    100
+}
+
+fn list_query(query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult<ListQuery> {
+    let q = query.map(|Query(q)| q).map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if !(1..=1000).contains(&q.limit) || q.offset < 0 {
+        return Err(ApiError::bad_request("limit must be 1 to 1000 and offset at least 0"));
+    }
+    Ok(q)
+}
+
+fn created<T: serde::Serialize>(value: T) -> Response {
+    (StatusCode::CREATED, Json(value)).into_response()
+}
+
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: store unreachable");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "store unreachable").into_response()
+        }
+    }
+}
+
+pub async fn status(State(state): State<AppState>) -> ApiResult<Json<Status>> {
+    Ok(Json(Status::collect(&state.store).await?))
+}
+
+pub async fn list_accounts(State(state): State<AppState>) -> ApiResult {
+    Ok(Json(state.store.list_accounts().await?).into_response())
+}
+
+pub async fn add_account(
+    State(state): State<AppState>,
+    payload: Result<Json<AccountInput>, JsonRejection>,
+) -> ApiResult {
+    let new = body(payload)?.into_new_account(&state.key)?;
+    Ok(created(state.store.add_account(&new).await?))
+}
+
+pub async fn show_account(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
+    Ok(Json(state.store.account(id(path)?).await?).into_response())
+}
+
+pub async fn remove_account(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
+    state.store.remove_account(id(path)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_people(state: AppState, kind: PersonKind, query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
+    let q = list_query(query)?;
+    Ok(Json(state.store.list_people(kind, q.org.as_deref(), q.limit, q.offset).await?).into_response())
+}
+
+pub async fn list_leads(State(state): State<AppState>, query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
+    list_people(state, PersonKind::Lead, query).await
+}
+
+pub async fn list_contacts(State(state): State<AppState>, query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
+    list_people(state, PersonKind::Contact, query).await
+}
+
+pub async fn add_lead(State(state): State<AppState>, payload: Result<Json<NewPerson>, JsonRejection>) -> ApiResult {
+    Ok(created(state.store.add_person(PersonKind::Lead, body(payload)?).await?))
+}
+
+pub async fn add_contact(State(state): State<AppState>, payload: Result<Json<NewPerson>, JsonRejection>) -> ApiResult {
+    Ok(created(state.store.add_person(PersonKind::Contact, body(payload)?).await?))
+}
+
+pub async fn show_lead(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
+    Ok(Json(state.store.person(PersonKind::Lead, id(path)?).await?).into_response())
+}
+
+pub async fn show_contact(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
+    Ok(Json(state.store.person(PersonKind::Contact, id(path)?).await?).into_response())
+}
+
+pub async fn list_deals(State(state): State<AppState>, query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
+    let q = list_query(query)?;
+    Ok(Json(state.store.list_deals(q.org.as_deref(), q.limit, q.offset).await?).into_response())
+}
+
+pub async fn add_deal(State(state): State<AppState>, payload: Result<Json<NewDeal>, JsonRejection>) -> ApiResult {
+    Ok(created(state.store.add_deal(body(payload)?).await?))
+}
+
+pub async fn show_deal(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
+    Ok(Json(state.store.deal(id(path)?).await?).into_response())
+}

@@ -1,0 +1,429 @@
+//! The `mailsync` command line: argument definitions and what each command does.
+//! Commands other than `run` work on the store directly, so they work with the daemon
+//! stopped; the daemon notices their changes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::accounts::{AccountInput, read_secret};
+use crate::config::Config;
+use crate::daemon;
+use crate::secrets::MasterKey;
+use crate::status::Status;
+use crate::store::{Account, Deal, NewDeal, NewPerson, Person, PersonKind, TlsMode};
+
+#[derive(Debug, Parser)]
+#[command(name = "mailsync", version, about = "Email sync daemon for CRMs")]
+pub struct Cli {
+    /// Config file (TOML); every key can also be set by MAILSYNC_<SECTION>_<KEY>.
+    #[arg(long, global = true, env = crate::config::CONFIG_ENV, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (migrates the store first).
+    Run,
+    /// Apply pending store migrations and exit.
+    Migrate,
+    /// Show the state of every account.
+    Status(JsonFlag),
+    /// Manage mail accounts.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Manage leads.
+    #[command(subcommand)]
+    Lead(PersonCommand),
+    /// Manage contacts.
+    #[command(subcommand)]
+    Contact(ContactCommand),
+    /// Manage deals.
+    #[command(subcommand)]
+    Deal(DealCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountCommand {
+    /// Add a mail account (and its user and organization when new); prints its id.
+    Add(AccountAddArgs),
+    /// List mail accounts.
+    List(JsonFlag),
+    /// Show one mail account.
+    Show {
+        id: i64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove a mail account; its synced messages stay in the CRM.
+    Remove { id: i64 },
+}
+
+#[derive(Debug, Args)]
+pub struct AccountAddArgs {
+    #[arg(long)]
+    pub email: String,
+    #[arg(long, default_value = "default")]
+    pub org: String,
+    #[arg(long)]
+    pub imap_host: String,
+    /// Default: 993 with implicit TLS, 143 with STARTTLS.
+    #[arg(long)]
+    pub imap_port: Option<u16>,
+    #[arg(long, value_enum, default_value = "implicit")]
+    pub tls: TlsArg,
+    /// Default: the email address.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Read the password from this environment variable.
+    #[arg(long, value_name = "VAR", conflicts_with = "password_file", required_unless_present = "password_file")]
+    pub password_env: Option<String>,
+    /// Read the password from this file (a trailing newline is ignored).
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Extra trusted CA certificate(s), PEM, for this account's servers.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<String>,
+    #[arg(long)]
+    pub smtp_host: Option<String>,
+    #[arg(long)]
+    pub smtp_port: Option<u16>,
+    #[arg(long, value_enum)]
+    pub smtp_tls: Option<TlsArg>,
+    /// The provider stores sent mail itself (Gmail): do not append a copy to Sent.
+    #[arg(long)]
+    pub provider_saves_sent: bool,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TlsArg {
+    Implicit,
+    Starttls,
+}
+
+impl From<TlsArg> for TlsMode {
+    fn from(t: TlsArg) -> TlsMode {
+        match t {
+            TlsArg::Implicit => TlsMode::Implicit,
+            TlsArg::Starttls => TlsMode::Starttls,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PersonCommand {
+    /// Add one record; prints it.
+    Add(PersonArgs),
+    /// List records.
+    List(ListArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContactCommand {
+    /// Add one contact; prints it.
+    Add(PersonArgs),
+    /// List contacts.
+    List(ListArgs),
+    /// Import contacts from a CSV file with a header row: name, email (or emails, `;`
+    /// separated), phone (or phones), company, org. All rows or none are imported.
+    Import {
+        file: PathBuf,
+        /// Organization for rows without an org column.
+        #[arg(long, default_value = "default")]
+        org: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PersonArgs {
+    #[arg(long, default_value = "default")]
+    pub org: String,
+    #[arg(long, default_value = "")]
+    pub name: String,
+    #[arg(long, default_value = "")]
+    pub company: String,
+    /// May be repeated; the first is the primary address.
+    #[arg(long = "email")]
+    pub emails: Vec<String>,
+    #[arg(long = "phone")]
+    pub phones: Vec<String>,
+    /// Leads only.
+    #[arg(long, default_value = "")]
+    pub status: String,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this organization.
+    #[arg(long)]
+    pub org: Option<String>,
+    #[arg(long, default_value_t = 1000)]
+    pub limit: i64,
+    #[arg(long, default_value_t = 0)]
+    pub offset: i64,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DealCommand {
+    /// Add a deal; prints it.
+    Add {
+        #[arg(long, default_value = "default")]
+        org: String,
+        #[arg(long)]
+        title: String,
+        /// open, won or lost.
+        #[arg(long, default_value = "open")]
+        status: String,
+        /// Amount such as 1250 or 1250.50.
+        #[arg(long, value_parser = parse_amount)]
+        value: Option<i64>,
+        /// A contact taking part (may be repeated).
+        #[arg(long = "contact")]
+        contacts: Vec<i64>,
+        /// A lead taking part (may be repeated).
+        #[arg(long = "lead")]
+        leads: Vec<i64>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// List deals.
+    List(ListArgs),
+}
+
+/// Parses `1250`, `1250.5` or `1250.50` into cents.
+fn parse_amount(s: &str) -> Result<i64, String> {
+    let err = || format!("`{s}` is not an amount like 1250 or 1250.50");
+    let (whole, frac) = s.trim().split_once('.').unwrap_or((s.trim(), ""));
+    if whole.is_empty() || frac.len() > 2 || !whole.chars().chain(frac.chars()).all(|c| c.is_ascii_digit()) {
+        return Err(err());
+    }
+    let whole: i64 = whole.parse().map_err(|_| err())?;
+    let frac: i64 = format!("{frac:0<2}").parse().map_err(|_| err())?;
+    whole.checked_mul(100).and_then(|w| w.checked_add(frac)).ok_or_else(err)
+}
+
+/// Runs one parsed command line.
+pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run => daemon::run(config).await,
+        Command::Migrate => {
+            let store = daemon::open_store(&config).await?;
+            store.close().await;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Status(flag) => {
+            let store = daemon::open_store(&config).await?;
+            let status = Status::collect(&store).await?;
+            print(flag.json, &status, || {
+                let mut out = String::from("ID  EMAIL  ORG  STATE  ERROR\n");
+                for a in &status.accounts {
+                    out += &format!("{}  {}  {}  {}  {}\n", a.id, a.email, a.org, a.state, a.error_message);
+                }
+                out
+            })
+        }
+        Command::Account(cmd) => account(cmd, &config).await,
+        Command::Lead(PersonCommand::Add(args)) => add_person(PersonKind::Lead, args, &config).await,
+        Command::Lead(PersonCommand::List(args)) => list_people(PersonKind::Lead, args, &config).await,
+        Command::Contact(ContactCommand::Add(args)) => add_person(PersonKind::Contact, args, &config).await,
+        Command::Contact(ContactCommand::List(args)) => list_people(PersonKind::Contact, args, &config).await,
+        Command::Contact(ContactCommand::Import { file, org, json }) => {
+            // Read and check the whole file before opening the store: nothing half-imported.
+            let rows = read_contacts_csv(&file, &org)?;
+            let store = daemon::open_store(&config).await?;
+            let summary = store.import_contacts(rows).await?;
+            print(json.json, &summary, || {
+                format!("imported {} contacts ({} already present)\n", summary.created, summary.existing)
+            })
+        }
+        Command::Deal(DealCommand::Add { org, title, status, value, contacts, leads, json }) => {
+            let store = daemon::open_store(&config).await?;
+            let new = NewDeal { org, title, status, value_cents: value.unwrap_or(0), contacts, leads };
+            let deal = store.add_deal(new).await?;
+            print(json.json, &deal, || deal_table(std::slice::from_ref(&deal)))
+        }
+        Command::Deal(DealCommand::List(args)) => {
+            let store = daemon::open_store(&config).await?;
+            let deals = store.list_deals(args.org.as_deref(), args.limit, args.offset).await?;
+            print(args.json.json, &deals, || deal_table(&deals))
+        }
+    }
+}
+
+async fn account(cmd: AccountCommand, config: &Config) -> anyhow::Result<()> {
+    match cmd {
+        AccountCommand::Add(args) => {
+            // Everything that can fail without the store is checked before it is opened.
+            let password = read_secret(args.password_file.as_deref(), args.password_env.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            let key = MasterKey::load_or_create(&config.secrets.key_file)?;
+            let input = AccountInput {
+                org: args.org,
+                email: args.email,
+                imap_host: args.imap_host,
+                imap_port: args.imap_port,
+                imap_tls: args.tls.into(),
+                username: args.username,
+                password,
+                ca_file: args.ca_file,
+                smtp_host: args.smtp_host,
+                smtp_port: args.smtp_port,
+                smtp_tls: args.smtp_tls.map(Into::into),
+                provider_saves_sent: args.provider_saves_sent,
+            };
+            let new = input.into_new_account(&key)?;
+            let store = daemon::open_store(config).await?;
+            let account = store.add_account(&new).await?;
+            print(args.json.json, &serde_json::json!({"id": account.id}), || format!("{}\n", account.id))
+        }
+        AccountCommand::List(flag) => {
+            let store = daemon::open_store(config).await?;
+            let accounts = store.list_accounts().await?;
+            print(flag.json, &accounts, || account_table(&accounts))
+        }
+        AccountCommand::Show { id, json } => {
+            let store = daemon::open_store(config).await?;
+            let account = store.account(id).await?;
+            print(json.json, &account, || account_table(std::slice::from_ref(&account)))
+        }
+        AccountCommand::Remove { id } => {
+            let store = daemon::open_store(config).await?;
+            store.remove_account(id).await?;
+            println!("removed mail account {id}");
+            Ok(())
+        }
+    }
+}
+
+async fn add_person(kind: PersonKind, args: PersonArgs, config: &Config) -> anyhow::Result<()> {
+    let new = NewPerson {
+        org: args.org,
+        name: args.name,
+        company: args.company,
+        emails: args.emails,
+        phones: args.phones,
+        status: args.status,
+        source: String::new(),
+    }
+    .validate()?;
+    let store = daemon::open_store(config).await?;
+    let person = store.add_person(kind, new).await?;
+    print(args.json.json, &person, || person_table(std::slice::from_ref(&person)))
+}
+
+async fn list_people(kind: PersonKind, args: ListArgs, config: &Config) -> anyhow::Result<()> {
+    let store = daemon::open_store(config).await?;
+    let people = store.list_people(kind, args.org.as_deref(), args.limit, args.offset).await?;
+    print(args.json.json, &people, || person_table(&people))
+}
+
+/// Parses and validates a contacts CSV; errors name the file and line.
+fn read_contacts_csv(path: &Path, default_org: &str) -> anyhow::Result<Vec<NewPerson>> {
+    const COLUMNS: [&str; 7] = ["name", "email", "emails", "phone", "phones", "company", "org"];
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(file);
+    let headers: Vec<String> = reader
+        .headers()
+        .with_context(|| format!("{}: cannot read the header row", path.display()))?
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    if let Some(unknown) = headers.iter().find(|h| !COLUMNS.contains(&h.as_str())) {
+        anyhow::bail!("{}: unknown column `{unknown}` (known: {})", path.display(), COLUMNS.join(", "));
+    }
+    let mut rows = Vec::new();
+    for record in reader.records() {
+        let record = record.with_context(|| format!("{}: malformed CSV", path.display()))?;
+        let line = record.position().map_or(0, |p| p.line());
+        let mut person = NewPerson { org: default_org.to_string(), source: "import".into(), ..Default::default() };
+        for (header, value) in headers.iter().zip(record.iter()) {
+            let list = || value.split(';').map(str::trim).filter(|v| !v.is_empty()).map(String::from);
+            match header.as_str() {
+                "name" => person.name = value.to_string(),
+                "company" => person.company = value.to_string(),
+                "org" if !value.is_empty() => person.org = value.to_string(),
+                "email" | "emails" => person.emails.extend(list()),
+                "phone" | "phones" => person.phones.extend(list()),
+                _ => {}
+            }
+        }
+        let person = person.validate().with_context(|| format!("{} line {line}", path.display()))?;
+        rows.push(person);
+    }
+    Ok(rows)
+}
+
+fn print<T: Serialize>(json: bool, value: &T, table: impl FnOnce() -> String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", table());
+    }
+    Ok(())
+}
+
+fn account_table(accounts: &[Account]) -> String {
+    let mut out = String::from("ID  EMAIL  ORG  IMAP  STATE  ERROR\n");
+    for a in accounts {
+        out += &format!(
+            "{}  {}  {}  {}:{} ({})  {}  {}\n",
+            a.id, a.email, a.org, a.imap_host, a.imap_port, a.imap_tls.as_str(), a.state, a.error_message
+        );
+    }
+    out
+}
+
+fn person_table(people: &[Person]) -> String {
+    let mut out = String::from("ID  NAME  EMAILS  PHONES  COMPANY  ORG\n");
+    for p in people {
+        out += &format!(
+            "{}  {}  {}  {}  {}  {}\n",
+            p.id, p.name, p.emails.join(","), p.phones.join(","), p.company, p.org
+        );
+    }
+    out
+}
+
+fn deal_table(deals: &[Deal]) -> String {
+    let mut out = String::from("ID  TITLE  STATUS  VALUE  ORG\n");
+    for d in deals {
+        out += &format!(
+            "{}  {}  {}  {}.{:02}  {}\n",
+            d.id, d.title, d.status, d.value_cents / 100, d.value_cents % 100, d.org
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn amounts() {
+        assert_eq!(super::parse_amount("1250"), Ok(125000));
+        assert_eq!(super::parse_amount("1250.5"), Ok(125050));
+        assert_eq!(super::parse_amount("0.07"), Ok(7));
+        assert!(super::parse_amount("12.345").is_err());
+        assert!(super::parse_amount("-3").is_err());
+        assert!(super::parse_amount("abc").is_err());
+    }
+}

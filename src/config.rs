@@ -1,0 +1,404 @@
+//! Configuration: a TOML file, then `MAILSYNC_*` environment overrides, then validation.
+//!
+//! Every key has a default, so the daemon runs with no file at all. The environment scheme
+//! is `MAILSYNC_<SECTION>_<KEY>` in upper case (`[api] listen` -> `MAILSYNC_API_LISTEN`,
+//! `[bcc_drop] domain` -> `MAILSYNC_BCC_DROP_DOMAIN`). The set of keys and their types is
+//! derived from [`Config::default`], so a new key is overridable without extra code.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "MAILSYNC_CONFIG";
+const ENV_PREFIX: &str = "MAILSYNC_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("config file {path}: key `{key}`: {reason}")]
+    FileKey { path: PathBuf, key: String, reason: String },
+    #[error("environment variable {var} (key `{key}`): {reason}")]
+    EnvKey { var: String, key: String, reason: String },
+    #[error("environment variable {var}: no such config key (known: {known})")]
+    UnknownEnv { var: String, known: String },
+    #[error("config key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub api: ApiConfig,
+    pub bcc_drop: BccDropConfig,
+    pub secrets: SecretsConfig,
+    pub sync: SyncConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (created if missing) or `postgres://USER@HOST/DB`.
+    pub url: String,
+    pub max_connections: u32,
+    /// How long to wait for a connection before reporting the database unreachable.
+    pub connect_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub listen: SocketAddr,
+    /// One bearer token per line; generated (mode 0600) when missing.
+    pub token_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BccDropConfig {
+    pub listen: SocketAddr,
+    /// Drop addresses are `<token>@<domain>`.
+    pub domain: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// 32-byte master key as 64 hex characters; generated (mode 0600) when missing.
+    /// A systemd credential named `master-key` takes precedence.
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Messages with more distinct To+Cc+Bcc addresses than this are skipped.
+    pub max_recipients: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `auto` (text on a terminal or under journald, JSON otherwise), `text` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,mailsync::imap=debug`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://./data/mailsync.db".into(),
+            max_connections: 8,
+            connect_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { listen: ([127, 0, 0, 1], 8087).into(), token_file: "./data/api-tokens".into() }
+    }
+}
+
+impl Default for BccDropConfig {
+    fn default() -> Self {
+        Self { listen: ([127, 0, 0, 1], 2525).into(), domain: "drop.localhost".into() }
+    }
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        Self { key_file: "./data/master.key".into() }
+    }
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self { max_recipients: 100 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Auto, level: "info".into() }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database: DatabaseConfig::default(),
+            api: ApiConfig::default(),
+            bcc_drop: BccDropConfig::default(),
+            secrets: SecretsConfig::default(),
+            sync: SyncConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (if any), applies the process environment, validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Like [`Config::load`] with an explicit environment, so tests need not mutate the process's.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match path {
+            Some(path) => read_table(path)?,
+            None => toml::Table::new(),
+        };
+        let overridden = apply_env(&mut table, env)?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
+            |e| {
+                let key = e.path().to_string();
+                let reason = one_line(&e.inner().to_string());
+                match overridden.iter().find(|(k, _)| *k == key) {
+                    Some((_, var)) => ConfigError::EnvKey { var: var.clone(), key, reason },
+                    None => ConfigError::FileKey {
+                        path: path.map(Path::to_path_buf).unwrap_or_default(),
+                        key,
+                        reason,
+                    },
+                }
+            },
+        )?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| {
+            Err(ConfigError::Invalid { key: key.into(), reason: reason.into() })
+        };
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return invalid("database.url", "must start with sqlite:// or postgres://");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        if self.database.connect_timeout_secs == 0 {
+            return invalid("database.connect_timeout_secs", "must be at least 1");
+        }
+        if self.sync.max_recipients == 0 {
+            return invalid("sync.max_recipients", "must be at least 1");
+        }
+        let domain = &self.bcc_drop.domain;
+        if domain.is_empty()
+            || domain.starts_with('.')
+            || domain.ends_with('.')
+            || !domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            return invalid("bcc_drop.domain", "must be a domain name such as drop.example.com");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return invalid("log.level", &format!("not a valid filter: {e}"));
+        }
+        Ok(())
+    }
+
+    /// The `(env var, dotted key)` pairs of every key, e.g. `("MAILSYNC_API_LISTEN", "api.listen")`.
+    pub fn env_keys() -> Vec<(String, String)> {
+        default_table()
+            .iter()
+            .flat_map(|(section, keys)| {
+                keys.as_table().into_iter().flatten().map(move |(key, _)| {
+                    let var = format!("{ENV_PREFIX}{section}_{key}").to_ascii_uppercase();
+                    (var, format!("{section}.{key}"))
+                })
+            })
+            .collect()
+    }
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::Read { path: path.to_path_buf(), reason: e.to_string() })?;
+    text.parse::<toml::Table>().map_err(|e| {
+        // toml's own message spans several lines (with a source excerpt): keep it to one.
+        let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+        let message = one_line(e.message());
+        let reason = match line {
+            Some(line) => format!("line {line}: {message}"),
+            None => message,
+        };
+        ConfigError::Read { path: path.to_path_buf(), reason }
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn default_table() -> toml::Table {
+    // Serializing our own plain-data defaults cannot fail.
+    toml::Table::try_from(Config::default()).unwrap_or_default()
+}
+
+/// Applies `MAILSYNC_*` variables to `table`, typed like the key's default value.
+/// Returns `(dotted key, variable)` for each override, to attribute later errors.
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let defaults = default_table();
+    let keys = Config::env_keys();
+    let mut applied = Vec::new();
+    for (var, raw) in env {
+        if !var.starts_with(ENV_PREFIX) || var == CONFIG_ENV {
+            continue;
+        }
+        let Some((_, dotted)) = keys.iter().find(|(v, _)| *v == var) else {
+            let known = keys.iter().map(|(v, _)| v.as_str()).collect::<Vec<_>>().join(", ");
+            return Err(ConfigError::UnknownEnv { var, known });
+        };
+        let (section, key) = dotted.split_once('.').unwrap_or((dotted, ""));
+        let default = &defaults[section][key];
+        let value = typed_like(default, &raw).map_err(|reason| ConfigError::EnvKey {
+            var: var.clone(),
+            key: dotted.clone(),
+            reason,
+        })?;
+        let section_table = table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        match section_table.as_table_mut() {
+            Some(t) => {
+                t.insert(key.to_string(), value);
+            }
+            None => {
+                return Err(ConfigError::Invalid {
+                    key: section.to_string(),
+                    reason: "must be a table".into(),
+                });
+            }
+        }
+        applied.push((dotted.clone(), var));
+    }
+    Ok(applied)
+}
+
+fn typed_like(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
+    Ok(match default {
+        toml::Value::Integer(_) => toml::Value::Integer(
+            raw.trim().parse().map_err(|_| format!("expected an integer, got `{raw}`"))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(
+            raw.trim().parse().map_err(|_| format!("expected true or false, got `{raw}`"))?,
+        ),
+        toml::Value::Float(_) => toml::Value::Float(
+            raw.trim().parse().map_err(|_| format!("expected a number, got `{raw}`"))?,
+        ),
+        _ => toml::Value::String(raw.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.sync.max_recipients, 100);
+        assert!(config.api.listen.ip().is_loopback());
+        assert!(config.bcc_drop.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let file = write("[database]\nurl = \"sqlite://a.db\"\n[sync]\nmax_recipients = 5\n");
+        let config = Config::load_with_env(
+            Some(file.path()),
+            env(&[
+                ("MAILSYNC_DATABASE_URL", "postgres://u@h/db"),
+                ("MAILSYNC_BCC_DROP_DOMAIN", "in.example.com"),
+                ("MAILSYNC_CONFIG", "ignored"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.database.url, "postgres://u@h/db");
+        assert_eq!(config.bcc_drop.domain, "in.example.com");
+        assert_eq!(config.sync.max_recipients, 5);
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_key() {
+        let file = write("[api]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n");
+        let err = Config::load_with_env(Some(file.path()), env(&[])).unwrap_err().to_string();
+        assert!(err.contains(&file.path().display().to_string()), "{err}");
+        assert!(err.contains("lisen"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_reason() {
+        let file = write("[api]\nlisten = \"not an address\"\n");
+        let err = Config::load_with_env(Some(file.path()), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("api.listen"), "{err}");
+        let err = Config::load_with_env(None, env(&[("MAILSYNC_SYNC_MAX_RECIPIENTS", "lots")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MAILSYNC_SYNC_MAX_RECIPIENTS") && err.contains("integer"), "{err}");
+        let err = Config::load_with_env(None, env(&[("MAILSYNC_SYNC_MAX_RECIPIENTS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sync.max_recipients"), "{err}");
+    }
+
+    #[test]
+    fn syntax_error_is_one_line_with_line_number() {
+        let file = write("[api]\nlisten = \n");
+        let err = Config::load_with_env(Some(file.path()), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn unknown_env_var_is_rejected() {
+        let err = Config::load_with_env(None, env(&[("MAILSYNC_DATABSE_URL", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MAILSYNC_DATABSE_URL"), "{err}");
+    }
+
+    #[test]
+    fn example_file_documents_every_key_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mailsync.example.toml");
+        let example = read_table(&path).unwrap();
+        assert_eq!(example, default_table(), "config/mailsync.example.toml is out of date");
+    }
+}

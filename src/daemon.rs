@@ -1,0 +1,94 @@
+//! `mailsync run`: opens the store, serves the API, tells systemd how it is, and stops
+//! cleanly on SIGTERM or SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::secrets::MasterKey;
+use crate::store::Store;
+use crate::systemd;
+
+/// How long in-flight work gets to finish after a stop signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Connects to the configured database and applies pending migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let db = &config.database;
+    let store =
+        Store::connect(&db.url, db.max_connections, Duration::from_secs(db.connect_timeout_secs)).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+
+    let store = open_store(&config).await?;
+    let key = Arc::new(MasterKey::load_or_create(&config.secrets.key_file)?);
+    let tokens = Arc::new(api::load_tokens(&config.api.token_file)?);
+    let listener = TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("cannot listen for the API on {}", config.api.listen))?;
+    let api_addr = listener.local_addr()?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let app = api::router(AppState { store: store.clone(), key, tokens });
+    let mut api_stop = stop_rx.clone();
+    let api_task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = api_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    let watchdog_task = systemd::watchdog_interval().map(|every| {
+        tokio::spawn(watchdog(store.clone(), every, stop_rx.clone()))
+    });
+
+    tracing::info!(api = %api_addr, database = %crate::store::redact_url(&config.database.url), "mailsync running");
+    systemd::notify(&format!("READY=1\nSTATUS=serving API on {api_addr}"));
+
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received, stopping"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received, stopping"),
+    }
+    systemd::notify("STOPPING=1");
+    let _ = stop_tx.send(true);
+    match tokio::time::timeout(SHUTDOWN_GRACE, api_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "API server ended with an error"),
+        Ok(Err(e)) => tracing::error!(error = %e, "API task panicked"),
+        Err(_) => tracing::warn!("API did not stop within the grace period"),
+    }
+    if let Some(task) = watchdog_task {
+        task.abort();
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Pings systemd's watchdog only while the store answers: a daemon that cannot reach its
+/// store is restarted by systemd rather than left pretending to work.
+async fn watchdog(store: Store, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match tokio::time::timeout(every, store.ping()).await {
+            Ok(Ok(())) => systemd::notify("WATCHDOG=1"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "store unreachable; withholding watchdog ping"),
+            Err(_) => tracing::warn!("store ping timed out; withholding watchdog ping"),
+        }
+    }
+}

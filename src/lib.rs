@@ -1,0 +1,15 @@
+//! mailsync: keeps CRM users' mailboxes in sync and links mail to CRM records.
+//! See docs/ARCHITECTURE.md for the map of this crate.
+
+pub mod accounts;
+pub mod address;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod logging;
+pub mod net;
+pub mod secrets;
+pub mod status;
+pub mod store;
+pub mod systemd;

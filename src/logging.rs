@@ -1,0 +1,59 @@
+//! Log output: human-readable on a terminal or under journald, JSON lines otherwise.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Crates whose trace level would print credentials (async-imap logs LOGIN lines).
+const NEVER_TRACE: &[&str] = &["async_imap", "imap_proto"];
+
+/// Installs the global subscriber. Safe to call once per process.
+pub fn init(config: &LogConfig) {
+    let filter = EnvFilter::try_new(capped_filter(&config.level)).unwrap_or_else(|_| EnvFilter::new("info"));
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let terminal = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let json = match config.format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !(terminal || journald),
+    };
+    let result = if json {
+        builder.json().flatten_event(true).try_init()
+    } else if journald && !terminal {
+        // journald stamps each line itself.
+        builder.with_ansi(false).without_time().try_init()
+    } else {
+        builder.with_ansi(terminal).try_init()
+    };
+    // Already initialized (tests, or a second call): keep the first subscriber.
+    let _ = result;
+}
+
+/// Appends `=debug` caps for crates whose trace output would leak secrets, overriding
+/// whatever the operator's filter says about them.
+pub fn capped_filter(level: &str) -> String {
+    let mut parts: Vec<String> = level
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !NEVER_TRACE.iter().any(|c| d.starts_with(c)))
+        .map(String::from)
+        .collect();
+    let global_trace = parts.iter().any(|d| d == "trace");
+    for krate in NEVER_TRACE {
+        parts.push(format!("{krate}={}", if global_trace { "debug" } else { "info" }));
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn imap_crates_never_trace() {
+        let f = super::capped_filter("trace,async_imap=trace");
+        assert!(!f.contains("async_imap=trace"), "{f}");
+        assert!(f.contains("async_imap=debug"), "{f}");
+    }
+}

@@ -1,0 +1,80 @@
+//! TLS client configuration: webpki roots plus an optional per-account CA file.
+//! Certificates are always verified; there is no switch to turn that off.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("CA file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("`{0}` is not a valid TLS server name")]
+    ServerName(String),
+    #[error("the server's certificate is not trusted: {0}")]
+    Certificate(String),
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
+}
+
+/// Reads the PEM certificates of a CA file; a file without one is an error.
+pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |reason: String| TlsError::CaFile { path: path.display().to_string(), reason };
+    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| err(format!("not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(err("contains no PEM certificate".into()));
+    }
+    Ok(certs)
+}
+
+/// A connector trusting the webpki roots and, when given, the certificates of `ca_file`.
+pub fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = ca_file {
+        for cert in load_ca_file(path)? {
+            roots.add(cert).map_err(|e| TlsError::CaFile {
+                path: path.display().to_string(),
+                reason: format!("unusable certificate: {e}"),
+            })?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| TlsError::Handshake(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// Runs the TLS handshake over `stream`, classifying certificate failures.
+pub async fn handshake<S>(
+    connector: &TlsConnector,
+    host: &str,
+    stream: S,
+) -> Result<TlsStream<S>, TlsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|_| TlsError::ServerName(host.to_string()))?;
+    connector.connect(name, stream).await.map_err(|e| {
+        let certificate = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+        if certificate {
+            TlsError::Certificate(e.to_string())
+        } else {
+            TlsError::Handshake(e.to_string())
+        }
+    })
+}

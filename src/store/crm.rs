@@ -1,0 +1,523 @@
+//! CRM records: organizations, users, leads, contacts, deals and their addresses.
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use super::{Result, Store, StoreError, conflict_or, now_ms};
+use crate::address::{normalize_email, normalize_phone};
+
+/// The kinds of CRM record a message can be linked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntityKind {
+    Lead,
+    Contact,
+    Deal,
+}
+
+impl EntityKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::Lead => "lead",
+            EntityKind::Contact => "contact",
+            EntityKind::Deal => "deal",
+        }
+    }
+}
+
+/// Leads and contacts share their shape; `kind` says which table a person lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PersonKind {
+    Lead,
+    Contact,
+}
+
+impl PersonKind {
+    pub fn entity(self) -> EntityKind {
+        match self {
+            PersonKind::Lead => EntityKind::Lead,
+            PersonKind::Contact => EntityKind::Contact,
+        }
+    }
+}
+
+/// A lead or contact to create. Addresses are normalized by [`NewPerson::validate`].
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPerson {
+    #[serde(default = "default_org")]
+    pub org: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub company: String,
+    #[serde(default)]
+    pub emails: Vec<String>,
+    #[serde(default)]
+    pub phones: Vec<String>,
+    /// Leads only: `new` when empty.
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub source: String,
+}
+
+pub fn default_org() -> String {
+    "default".into()
+}
+
+impl NewPerson {
+    /// Trims fields, normalizes and deduplicates addresses; errors name the bad field.
+    pub fn validate(mut self) -> Result<NewPerson> {
+        self.org = valid_org_name(&self.org)?;
+        self.name = self.name.trim().to_string();
+        self.company = self.company.trim().to_string();
+        self.status = self.status.trim().to_string();
+        let mut emails = Vec::new();
+        for e in &self.emails {
+            let e = normalize_email(e).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            if !emails.contains(&e) {
+                emails.push(e);
+            }
+        }
+        let mut phones = Vec::new();
+        for p in &self.phones {
+            let p = normalize_phone(p).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            if !phones.contains(&p) {
+                phones.push(p);
+            }
+        }
+        self.emails = emails;
+        self.phones = phones;
+        if self.name.is_empty() && self.emails.is_empty() {
+            return Err(StoreError::Invalid("a name or an email address is required".into()));
+        }
+        Ok(self)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Person {
+    pub id: i64,
+    pub kind: PersonKind,
+    pub org: String,
+    pub name: String,
+    pub company: String,
+    pub emails: Vec<String>,
+    pub phones: Vec<String>,
+    /// Leads only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    pub source: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDeal {
+    #[serde(default = "default_org")]
+    pub org: String,
+    pub title: String,
+    #[serde(default = "default_deal_status")]
+    pub status: String,
+    #[serde(default)]
+    pub value_cents: i64,
+    #[serde(default)]
+    pub contacts: Vec<i64>,
+    #[serde(default)]
+    pub leads: Vec<i64>,
+}
+
+fn default_deal_status() -> String {
+    "open".into()
+}
+
+pub const DEAL_STATUSES: [&str; 3] = ["open", "won", "lost"];
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Deal {
+    pub id: i64,
+    pub org: String,
+    pub title: String,
+    pub status: String,
+    pub value_cents: i64,
+    pub contacts: Vec<i64>,
+    pub leads: Vec<i64>,
+    pub created_at: i64,
+}
+
+/// What a bulk import did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ImportSummary {
+    pub created: u64,
+    /// Rows whose primary email already belongs to a record of that kind.
+    pub existing: u64,
+}
+
+fn valid_org_name(org: &str) -> Result<String> {
+    let org = org.trim();
+    if org.is_empty() || org.len() > 200 || org.chars().any(char::is_control) {
+        return Err(StoreError::Invalid(format!(
+            "organization name `{org}` must be 1 to 200 printable characters"
+        )));
+    }
+    Ok(org.to_string())
+}
+
+/// Returns the id of organization `name`, creating it if needed.
+pub(super) async fn ensure_org(tx: &mut Transaction<'_, Any>, name: &str) -> Result<i64> {
+    sqlx::query("INSERT INTO organizations (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+        .bind(name)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+    let id = sqlx::query_scalar("SELECT id FROM organizations WHERE name = $1")
+        .bind(name)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(id)
+}
+
+impl Store {
+    /// Creates a lead or contact. A contact whose email already belongs to another
+    /// contact of the organization is refused (leads and contacts may share one).
+    pub async fn add_person(&self, kind: PersonKind, new: NewPerson) -> Result<Person> {
+        let new = new.validate()?;
+        if kind == PersonKind::Contact && !new.status.is_empty() {
+            return Err(StoreError::Invalid("contacts have no status; leads do".into()));
+        }
+        let mut tx = self.pool.begin().await?;
+        let org_id = ensure_org(&mut tx, &new.org).await?;
+        if let Some(existing) = find_by_email(&mut tx, org_id, kind, &new.emails).await? {
+            return Err(StoreError::Conflict(format!(
+                "{} {} already has the address {}",
+                kind.entity().as_str(),
+                existing.0,
+                existing.1
+            )));
+        }
+        let id = insert_person(&mut tx, org_id, kind, &new).await?;
+        tx.commit().await?;
+        self.person(kind, id).await
+    }
+
+    /// Creates many contacts in one transaction: all rows or none. Rows whose first email
+    /// already belongs to a contact are counted as existing, not duplicated.
+    pub async fn import_contacts(&self, rows: Vec<NewPerson>) -> Result<ImportSummary> {
+        let mut summary = ImportSummary::default();
+        let mut tx = self.pool.begin().await?;
+        for (i, row) in rows.into_iter().enumerate() {
+            let row = row.validate().map_err(|e| StoreError::Invalid(format!("row {}: {e}", i + 1)))?;
+            let org_id = ensure_org(&mut tx, &row.org).await?;
+            if find_by_email(&mut tx, org_id, PersonKind::Contact, &row.emails).await?.is_some() {
+                summary.existing += 1;
+                continue;
+            }
+            insert_person(&mut tx, org_id, PersonKind::Contact, &row).await?;
+            summary.created += 1;
+        }
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    pub async fn person(&self, kind: PersonKind, id: i64) -> Result<Person> {
+        let sql = match kind {
+            PersonKind::Lead => concat!(
+                "SELECT p.id, o.name AS org, p.name, p.company, p.status, p.source, p.created_at ",
+                "FROM leads p JOIN organizations o ON o.id = p.org_id WHERE p.id = $1"
+            ),
+            PersonKind::Contact => concat!(
+                "SELECT p.id, o.name AS org, p.name, p.company, '' AS status, p.source, p.created_at ",
+                "FROM contacts p JOIN organizations o ON o.id = p.org_id WHERE p.id = $1"
+            ),
+        };
+        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?.ok_or_else(|| {
+            StoreError::NotFound(format!("no {} with id {id}", kind.entity().as_str()))
+        })?;
+        let mut people = vec![person_from_row(kind, &row)?];
+        self.attach_addresses(kind, &mut people).await?;
+        Ok(people.remove(0))
+    }
+
+    /// Lists leads or contacts, optionally of one organization, in id order.
+    pub async fn list_people(
+        &self,
+        kind: PersonKind,
+        org: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Person>> {
+        let sql = match kind {
+            PersonKind::Lead => concat!(
+                "SELECT p.id, o.name AS org, p.name, p.company, p.status, p.source, p.created_at ",
+                "FROM leads p JOIN organizations o ON o.id = p.org_id ",
+                "WHERE ($1 = '' OR o.name = $1) ORDER BY p.id LIMIT $2 OFFSET $3"
+            ),
+            PersonKind::Contact => concat!(
+                "SELECT p.id, o.name AS org, p.name, p.company, '' AS status, p.source, p.created_at ",
+                "FROM contacts p JOIN organizations o ON o.id = p.org_id ",
+                "WHERE ($1 = '' OR o.name = $1) ORDER BY p.id LIMIT $2 OFFSET $3"
+            ),
+        };
+        let rows = sqlx::query(sql)
+            .bind(org.unwrap_or(""))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut people =
+            rows.iter().map(|r| person_from_row(kind, r)).collect::<Result<Vec<_>>>()?;
+        self.attach_addresses(kind, &mut people).await?;
+        Ok(people)
+    }
+
+    async fn attach_addresses(&self, kind: PersonKind, people: &mut [Person]) -> Result<()> {
+        let (Some(first), Some(last)) = (people.first(), people.last()) else { return Ok(()) };
+        let rows = sqlx::query(concat!(
+            "SELECT entity_id, kind, value FROM entity_addresses ",
+            "WHERE entity_kind = $1 AND entity_id BETWEEN $2 AND $3 ",
+            "ORDER BY entity_id, is_primary DESC, id"
+        ))
+        .bind(kind.entity().as_str())
+        .bind(first.id)
+        .bind(last.id)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let id: i64 = row.try_get("entity_id")?;
+            let Ok(i) = people.binary_search_by_key(&id, |p| p.id) else { continue };
+            let value: String = row.try_get("value")?;
+            match row.try_get::<String, _>("kind")?.as_str() {
+                "email" => people[i].emails.push(value),
+                _ => people[i].phones.push(value),
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn add_deal(&self, new: NewDeal) -> Result<Deal> {
+        let org = valid_org_name(&new.org)?;
+        let title = new.title.trim();
+        if title.is_empty() {
+            return Err(StoreError::Invalid("a deal needs a title".into()));
+        }
+        if !DEAL_STATUSES.contains(&new.status.as_str()) {
+            return Err(StoreError::Invalid(format!(
+                "deal status `{}` is not one of {}",
+                new.status,
+                DEAL_STATUSES.join(", ")
+            )));
+        }
+        if new.value_cents < 0 {
+            return Err(StoreError::Invalid("a deal's value cannot be negative".into()));
+        }
+        let mut tx = self.pool.begin().await?;
+        let org_id = ensure_org(&mut tx, &org).await?;
+        let now = now_ms();
+        let id: i64 = sqlx::query_scalar(concat!(
+            "INSERT INTO deals (org_id, title, status, value_cents, created_at, updated_at) ",
+            "VALUES ($1, $2, $3, $4, $5, $5) RETURNING id"
+        ))
+        .bind(org_id)
+        .bind(title)
+        .bind(&new.status)
+        .bind(new.value_cents)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let parties = new.contacts.iter().map(|&c| (PersonKind::Contact, c));
+        for (kind, party) in parties.chain(new.leads.iter().map(|&l| (PersonKind::Lead, l))) {
+            let sql = match kind {
+                PersonKind::Lead => "SELECT org_id FROM leads WHERE id = $1",
+                PersonKind::Contact => "SELECT org_id FROM contacts WHERE id = $1",
+            };
+            let party_org: Option<i64> =
+                sqlx::query_scalar(sql).bind(party).fetch_optional(&mut *tx).await?;
+            if party_org != Some(org_id) {
+                return Err(StoreError::Invalid(format!(
+                    "no {} with id {party} in organization {org}",
+                    kind.entity().as_str()
+                )));
+            }
+            sqlx::query(concat!(
+                "INSERT INTO deal_parties (deal_id, entity_kind, entity_id) VALUES ($1, $2, $3) ",
+                "ON CONFLICT DO NOTHING"
+            ))
+            .bind(id)
+            .bind(kind.entity().as_str())
+            .bind(party)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.deal(id).await
+    }
+
+    pub async fn deal(&self, id: i64) -> Result<Deal> {
+        self.list_deals_where(None, Some(id), 1, 0)
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::NotFound(format!("no deal with id {id}")))
+    }
+
+    pub async fn list_deals(&self, org: Option<&str>, limit: i64, offset: i64) -> Result<Vec<Deal>> {
+        self.list_deals_where(org, None, limit, offset).await
+    }
+
+    async fn list_deals_where(
+        &self,
+        org: Option<&str>,
+        id: Option<i64>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<Deal>> {
+        let rows = sqlx::query(concat!(
+            "SELECT d.id, o.name AS org, d.title, d.status, d.value_cents, d.created_at ",
+            "FROM deals d JOIN organizations o ON o.id = d.org_id ",
+            "WHERE ($1 = '' OR o.name = $1) AND ($2 = 0 OR d.id = $2) ",
+            "ORDER BY d.id LIMIT $3 OFFSET $4"
+        ))
+        .bind(org.unwrap_or(""))
+        .bind(id.unwrap_or(0))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut deals = Vec::with_capacity(rows.len());
+        for row in rows {
+            deals.push(Deal {
+                id: row.try_get("id")?,
+                org: row.try_get("org")?,
+                title: row.try_get("title")?,
+                status: row.try_get("status")?,
+                value_cents: row.try_get("value_cents")?,
+                contacts: Vec::new(),
+                leads: Vec::new(),
+                created_at: row.try_get("created_at")?,
+            });
+        }
+        let (Some(first), Some(last)) = (deals.first().map(|d| d.id), deals.last().map(|d| d.id))
+        else {
+            return Ok(deals);
+        };
+        let parties = sqlx::query(concat!(
+            "SELECT deal_id, entity_kind, entity_id FROM deal_parties ",
+            "WHERE deal_id BETWEEN $1 AND $2 ORDER BY deal_id, entity_id"
+        ))
+        .bind(first)
+        .bind(last)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in parties {
+            let deal_id: i64 = row.try_get("deal_id")?;
+            let Ok(i) = deals.binary_search_by_key(&deal_id, |d| d.id) else { continue };
+            let entity_id: i64 = row.try_get("entity_id")?;
+            match row.try_get::<String, _>("entity_kind")?.as_str() {
+                "lead" => deals[i].leads.push(entity_id),
+                _ => deals[i].contacts.push(entity_id),
+            }
+        }
+        Ok(deals)
+    }
+}
+
+async fn find_by_email(
+    tx: &mut Transaction<'_, Any>,
+    org_id: i64,
+    kind: PersonKind,
+    emails: &[String],
+) -> Result<Option<(i64, String)>> {
+    for email in emails {
+        let id: Option<i64> = sqlx::query_scalar(concat!(
+            "SELECT entity_id FROM entity_addresses ",
+            "WHERE org_id = $1 AND kind = 'email' AND value = $2 AND entity_kind = $3 LIMIT 1"
+        ))
+        .bind(org_id)
+        .bind(email)
+        .bind(kind.entity().as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(id) = id {
+            return Ok(Some((id, email.clone())));
+        }
+    }
+    Ok(None)
+}
+
+async fn insert_person(
+    tx: &mut Transaction<'_, Any>,
+    org_id: i64,
+    kind: PersonKind,
+    new: &NewPerson,
+) -> Result<i64> {
+    let now = now_ms();
+    let id: i64 = match kind {
+        PersonKind::Lead => {
+            let status = if new.status.is_empty() { "new" } else { new.status.as_str() };
+            sqlx::query_scalar(concat!(
+                "INSERT INTO leads (org_id, name, company, status, source, created_at, updated_at) ",
+                "VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id"
+            ))
+            .bind(org_id)
+            .bind(&new.name)
+            .bind(&new.company)
+            .bind(status)
+            .bind(&new.source)
+            .bind(now)
+            .fetch_one(&mut **tx)
+            .await?
+        }
+        PersonKind::Contact => {
+            sqlx::query_scalar(concat!(
+                "INSERT INTO contacts (org_id, name, company, source, created_at, updated_at) ",
+                "VALUES ($1, $2, $3, $4, $5, $5) RETURNING id"
+            ))
+            .bind(org_id)
+            .bind(&new.name)
+            .bind(&new.company)
+            .bind(&new.source)
+            .bind(now)
+            .fetch_one(&mut **tx)
+            .await?
+        }
+    };
+    let addresses = new.emails.iter().map(|e| ("email", e)).chain(new.phones.iter().map(|p| ("phone", p)));
+    let mut first_of_kind = ["email", "phone"].to_vec();
+    for (addr_kind, value) in addresses {
+        let primary = first_of_kind.iter().position(|k| *k == addr_kind).map(|i| first_of_kind.remove(i));
+        sqlx::query(concat!(
+            "INSERT INTO entity_addresses (org_id, entity_kind, entity_id, kind, value, is_primary) ",
+            "VALUES ($1, $2, $3, $4, $5, $6)"
+        ))
+        .bind(org_id)
+        .bind(kind.entity().as_str())
+        .bind(id)
+        .bind(addr_kind)
+        .bind(value)
+        .bind(i64::from(primary.is_some()))
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| conflict_or(e, || format!("duplicate address {value}")))?;
+    }
+    Ok(id)
+}
+
+fn person_from_row(kind: PersonKind, row: &AnyRow) -> Result<Person> {
+    Ok(Person {
+        id: row.try_get("id")?,
+        kind,
+        org: row.try_get("org")?,
+        name: row.try_get("name")?,
+        company: row.try_get("company")?,
+        emails: Vec::new(),
+        phones: Vec::new(),
+        status: match kind {
+            PersonKind::Lead => Some(row.try_get("status")?),
+            PersonKind::Contact => None,
+        },
+        source: row.try_get("source")?,
+        created_at: row.try_get("created_at")?,
+    })
+}

@@ -1,0 +1,194 @@
+//! The store: every row mailsync keeps, in SQLite (default) or PostgreSQL.
+//!
+//! One code path serves both backends through sqlx's `Any` driver: queries use `$N`
+//! placeholders (both dialects accept them), integers are `BIGINT`/`INTEGER` (i64) and
+//! flags are 0/1 integers, so no query needs a per-backend variant. Only the migrations
+//! differ, one folder per dialect.
+//!
+//! Architecture invariant: the store does no I/O to mail servers; network code calls
+//! these functions and never writes SQL itself.
+
+mod accounts;
+mod crm;
+
+pub use accounts::*;
+pub use crm::*;
+
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("database migration failed: {0}")]
+    Migrate(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// Worth retrying as is: the database was busy or unreachable for a moment.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Db(e) => matches!(
+                e,
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+            ) || e.as_database_error().is_some_and(|d| {
+                // SQLITE_BUSY / SQLITE_LOCKED; PostgreSQL serialization or deadlock.
+                matches!(d.code().as_deref(), Some("5" | "6" | "40001" | "40P01"))
+            }),
+            StoreError::Connect { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The request itself is wrong and will fail again unchanged.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, StoreError::NotFound(_) | StoreError::Conflict(_) | StoreError::Invalid(_))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens the database (creating a SQLite file and its directory when missing).
+    /// Does not migrate: call [`Store::migrate`].
+    pub async fn connect(url: &str, max_connections: u32, timeout: Duration) -> Result<Store> {
+        install_default_drivers();
+        let redacted = redact_url(url);
+        let connect_err =
+            |reason: String| StoreError::Connect { url: redacted.clone(), reason };
+        let (backend, url) = if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.trim_start_matches("//");
+            let file = path.split('?').next().unwrap_or_default();
+            if file.is_empty() || file == ":memory:" {
+                return Err(connect_err("a SQLite database needs a file path".into()));
+            }
+            if let Some(dir) = std::path::Path::new(file).parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| connect_err(format!("cannot create {}: {e}", dir.display())))?;
+            }
+            let sep = if path.contains('?') { '&' } else { '?' };
+            (Backend::Sqlite, format!("sqlite://{path}{sep}mode=rwc"))
+        } else {
+            (Backend::Postgres, url.to_string())
+        };
+        let mut options = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(timeout);
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets the API read while a worker commits; NORMAL is durable in WAL
+                    // mode except for the last transactions on power loss.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(&url).await.map_err(|e| connect_err(one_line(&e)))?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Applies pending migrations of this backend's dialect.
+    pub async fn migrate(&self) -> Result<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&self.pool).await.map_err(|e| StoreError::Migrate(one_line(&e)))
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Milliseconds since the Unix epoch: the store's unit of time.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Removes the password from a database URL so it can be shown.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let sep = if rest.contains('/') { "/" } else { "" };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            format!("{scheme}://{masked}@{host}{sep}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+fn one_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Maps a unique-constraint violation to [`StoreError::Conflict`] with `message`.
+fn conflict_or(e: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+    match e.as_database_error() {
+        Some(d) if d.is_unique_violation() => StoreError::Conflict(message()),
+        _ => StoreError::Db(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
+    }
+}
