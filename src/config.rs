@@ -28,7 +28,7 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub database: DatabaseConfig,
@@ -134,19 +134,6 @@ impl Default for SyncConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self { format: LogFormat::Auto, level: "info".into() }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            database: DatabaseConfig::default(),
-            api: ApiConfig::default(),
-            bcc_drop: BccDropConfig::default(),
-            secrets: SecretsConfig::default(),
-            sync: SyncConfig::default(),
-            log: LogConfig::default(),
-        }
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
@@ -98,6 +98,15 @@ impl Store {
         } else {
             (Backend::Postgres, url.to_string())
         };
+        // The pool reports any failure as "timed out"; one direct attempt gives the cause
+        // (refused, authentication failed, no such database).
+        match tokio::time::timeout(timeout, AnyConnection::connect(&url)).await {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+            }
+            Ok(Err(e)) => return Err(connect_err(one_line(&e))),
+            Err(_) => return Err(connect_err(format!("no answer within {} s", timeout.as_secs()))),
+        }
         let mut options = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(timeout);
