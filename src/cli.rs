@@ -45,6 +45,24 @@ pub enum Command {
     /// Manage deals.
     #[command(subcommand)]
     Deal(DealCommand),
+    /// Stored messages.
+    #[command(subcommand)]
+    Messages(MessagesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MessagesCommand {
+    /// List messages synced by an account, newest first.
+    List {
+        #[arg(long)]
+        account: i64,
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+        #[arg(long, default_value_t = 0)]
+        offset: i64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -235,14 +253,39 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             let store = daemon::open_store(&config).await?;
             let status = Status::collect(&store).await?;
             print(flag.json, &status, || {
-                let mut out = String::from("ID  EMAIL  ORG  STATE  ERROR\n");
+                let mut out = String::new();
                 for a in &status.accounts {
-                    out += &format!("{}  {}  {}  {}  {}\n", a.id, a.email, a.org, a.state, a.error_message);
+                    out += &format!("account {} {} ({}): {}\n", a.id, a.email, a.org, a.state);
+                    if !a.error_class.is_empty() {
+                        out += &format!("  error [{}]: {}\n", a.error_class, a.error_message);
+                    }
+                    if !a.note.is_empty() {
+                        out += &format!("  note: {}\n", a.note);
+                    }
+                    for f in &a.folders {
+                        out += &format!(
+                            "  {} {:?}: {} stored, {} skipped, {} on server, last UID {}, {}\n",
+                            f.role, f.name, f.messages_stored, f.messages_skipped, f.server_messages, f.last_synced_uid,
+                            if f.initial_sync_complete { "in sync".to_string() } else { format!("initial sync {:.0}%", f.progress * 100.0) }
+                        );
+                    }
                 }
                 out
             })
         }
         Command::Account(cmd) => account(cmd, &config).await,
+        Command::Messages(MessagesCommand::List { account, limit, offset, json }) => {
+            let store = daemon::open_store(&config).await?;
+            store.account(account).await?;
+            let messages = store.list_account_messages(account, limit, offset).await?;
+            print(json.json, &messages, || {
+                let mut out = String::from("ID  DATE  FOLDERS  FROM  SUBJECT\n");
+                for m in &messages {
+                    out += &format!("{}  {}  {}  {}  {}\n", m.id, m.date, m.folders.join(","), m.from.join(","), m.subject);
+                }
+                out
+            })
+        }
         Command::Lead(PersonCommand::Add(args)) => add_person(PersonKind::Lead, args, &config).await,
         Command::Lead(PersonCommand::List(args)) => list_people(PersonKind::Lead, args, &config).await,
         Command::Contact(ContactCommand::Add(args)) => add_person(PersonKind::Contact, args, &config).await,

@@ -78,6 +78,25 @@ pub struct SecretsConfig {
 pub struct SyncConfig {
     /// Messages with more distinct To+Cc+Bcc addresses than this are skipped.
     pub max_recipients: u32,
+    /// Messages fetched and committed per batch.
+    pub batch_size: u32,
+    /// At most this many bytes of each text part are fetched (protects memory).
+    pub max_text_bytes: u32,
+    /// First sync fetches mail of the last N days; 0 fetches everything.
+    pub backfill_days: u32,
+    pub connect_timeout_secs: u64,
+    /// Longest silence tolerated from an IMAP server outside IDLE.
+    pub io_timeout_secs: u64,
+    /// IDLE is re-issued this often (below the 29 minutes servers allow).
+    pub idle_renew_secs: u64,
+    /// Polling interval for servers without IDLE.
+    pub poll_interval_secs: u64,
+    /// Longest wait between reconnection attempts after transient errors.
+    pub backoff_max_secs: u64,
+    /// How often the daemon looks for added, changed or removed accounts.
+    pub account_check_ms: u64,
+    /// Lease on an account held by one daemon when several share a database.
+    pub lease_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -127,7 +146,19 @@ impl Default for SecretsConfig {
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        Self { max_recipients: 100 }
+        Self {
+            max_recipients: 100,
+            batch_size: 500,
+            max_text_bytes: 1 << 20,
+            backfill_days: 0,
+            connect_timeout_secs: 15,
+            io_timeout_secs: 60,
+            idle_renew_secs: 25 * 60,
+            poll_interval_secs: 60,
+            backoff_max_secs: 300,
+            account_check_ms: 2000,
+            lease_secs: 30,
+        }
     }
 }
 
@@ -188,8 +219,27 @@ impl Config {
         if self.database.connect_timeout_secs == 0 {
             return invalid("database.connect_timeout_secs", "must be at least 1");
         }
-        if self.sync.max_recipients == 0 {
-            return invalid("sync.max_recipients", "must be at least 1");
+        let sync = &self.sync;
+        for (key, value) in [
+            ("sync.max_recipients", u64::from(sync.max_recipients)),
+            ("sync.batch_size", u64::from(sync.batch_size)),
+            ("sync.max_text_bytes", u64::from(sync.max_text_bytes)),
+            ("sync.connect_timeout_secs", sync.connect_timeout_secs),
+            ("sync.io_timeout_secs", sync.io_timeout_secs),
+            ("sync.poll_interval_secs", sync.poll_interval_secs),
+            ("sync.backoff_max_secs", sync.backoff_max_secs),
+            ("sync.account_check_ms", sync.account_check_ms),
+            ("sync.lease_secs", sync.lease_secs),
+        ] {
+            if value == 0 {
+                return invalid(key, "must be at least 1");
+            }
+        }
+        if !(60..=29 * 60).contains(&sync.idle_renew_secs) {
+            return invalid("sync.idle_renew_secs", "must be between 60 and 1740 (servers end IDLE at 30 minutes)");
+        }
+        if sync.lease_secs * 1000 <= sync.account_check_ms * 2 {
+            return invalid("sync.lease_secs", "must be more than twice sync.account_check_ms, or leases lapse between renewals");
         }
         let domain = &self.bcc_drop.domain;
         if domain.is_empty()

@@ -1,5 +1,5 @@
-//! `mailsync run`: opens the store, serves the API, tells systemd how it is, and stops
-//! cleanly on SIGTERM or SIGINT.
+//! `mailsync run`: opens the store, runs the supervisor (one sync worker per account) and
+//! the API, tells systemd how it is, and stops cleanly on SIGTERM or SIGINT.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::secrets::MasterKey;
 use crate::store::Store;
+use crate::supervisor::Supervisor;
 use crate::systemd;
 
 /// How long in-flight work gets to finish after a stop signal.
@@ -40,6 +41,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let api_addr = listener.local_addr()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let supervisor = Supervisor::new(store.clone(), key.clone(), config.sync.clone());
+    let supervisor_task = tokio::spawn(supervisor.run(stop_rx.clone()));
     let app = api::router(AppState { store: store.clone(), key, tokens });
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(async move {
@@ -67,6 +70,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "API server ended with an error"),
         Ok(Err(e)) => tracing::error!(error = %e, "API task panicked"),
         Err(_) => tracing::warn!("API did not stop within the grace period"),
+    }
+    if tokio::time::timeout(SHUTDOWN_GRACE, supervisor_task).await.is_err() {
+        tracing::warn!("workers did not stop within the grace period");
     }
     if let Some(task) = watchdog_task {
         task.abort();

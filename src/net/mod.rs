@@ -3,6 +3,7 @@
 //!
 //! Architecture invariant: nothing here (or in any protocol module) touches the store.
 
+pub mod timeout;
 pub mod tls;
 
 use std::io;

@@ -111,6 +111,8 @@ pub struct Account {
     pub error_class: String,
     pub error_message: String,
     pub error_at: i64,
+    /// A standing remark, e.g. that the server has no Sent folder.
+    pub note: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -118,7 +120,7 @@ pub struct Account {
 const ACCOUNT_COLUMNS: &str = concat!(
     "a.id, a.user_id, u.org_id, o.name AS org, a.email, a.imap_host, a.imap_port, a.imap_tls, ",
     "a.username, a.auth, a.oauth_provider, a.ca_file, a.smtp_host, a.smtp_port, a.smtp_tls, ",
-    "a.provider_saves_sent, a.generation, a.state, a.error_class, a.error_message, a.error_at, ",
+    "a.provider_saves_sent, a.generation, a.state, a.error_class, a.error_message, a.error_at, a.note, ",
     "a.created_at, a.updated_at ",
     "FROM mail_accounts a JOIN users u ON u.id = a.user_id JOIN organizations o ON o.id = u.org_id"
 );
@@ -224,6 +226,32 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("no mail account with id {id}")))
     }
 
+    /// Takes or renews this daemon's lease on an account for `lease_ms`. False when another
+    /// daemon holds a live lease.
+    pub async fn claim_account(&self, id: i64, owner: &str, lease_ms: i64) -> Result<bool> {
+        let now = now_ms();
+        let done = sqlx::query(concat!(
+            "UPDATE mail_accounts SET lease_owner = $1, lease_until = $2 ",
+            "WHERE id = $3 AND (lease_owner = $1 OR lease_owner = '' OR lease_until < $4)"
+        ))
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn release_account(&self, id: i64, owner: &str) -> Result<()> {
+        sqlx::query("UPDATE mail_accounts SET lease_owner = '', lease_until = 0 WHERE id = $1 AND lease_owner = $2")
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Removes the account and everything synced through it; messages stay in the CRM.
     pub async fn remove_account(&self, id: i64) -> Result<()> {
         let done = sqlx::query("DELETE FROM mail_accounts WHERE id = $1")
@@ -264,6 +292,7 @@ fn account_from_row(row: &AnyRow) -> Result<Account> {
         error_class: row.try_get("error_class")?,
         error_message: row.try_get("error_message")?,
         error_at: row.try_get("error_at")?,
+        note: row.try_get("note")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })

@@ -10,9 +10,11 @@
 
 mod accounts;
 mod crm;
+mod mail;
 
 pub use accounts::*;
 pub use crm::*;
+pub use mail::*;
 
 use std::time::Duration;
 

@@ -1,0 +1,240 @@
+//! One account's worker: a task per folder (INBOX, Sent), each with its own connection,
+//! that syncs, then waits in IDLE (or polls) and syncs again, reconnecting with jittered
+//! exponential backoff. A worker touches only its own account; everything it learns goes
+//! to the store through the ingest pipeline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_imap::extensions::idle::IdleResponse;
+use imap_proto::{MailboxDatum, Response};
+use tokio::sync::watch;
+
+use super::connection::{Connection, ServerSettings, connect, drain_unsolicited};
+use super::error::SyncError;
+use super::folders::find_folders;
+use super::sync::{FolderSync, SyncOptions};
+use crate::store::{FolderRole, Store};
+
+/// Everything a worker needs, fixed for its lifetime (a changed account gets a new worker).
+#[derive(Debug)]
+pub struct WorkerContext {
+    pub store: Store,
+    pub account_id: i64,
+    pub org_id: i64,
+    pub server: ServerSettings,
+    pub sync: SyncOptions,
+    /// IDLE is re-issued this often (servers drop IDLE after 30 minutes).
+    pub idle_renew: Duration,
+    /// Polling interval for servers without IDLE.
+    pub poll_interval: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Runs the account until `shutdown` turns true.
+pub async fn run_account(ctx: Arc<WorkerContext>, shutdown: watch::Receiver<bool>) {
+    let sent = tokio::spawn(run_folder(ctx.clone(), FolderRole::Sent, shutdown.clone()));
+    run_folder(ctx.clone(), FolderRole::Inbox, shutdown).await;
+    if let Err(e) = sent.await
+        && e.is_panic()
+    {
+        tracing::error!(account = ctx.account_id, "Sent folder task panicked");
+    }
+}
+
+enum Exit {
+    Shutdown,
+    NoFolder,
+}
+
+async fn run_folder(ctx: Arc<WorkerContext>, role: FolderRole, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Backoff::new(Duration::from_secs(1), ctx.backoff_max);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let wait = match session(&ctx, role, &mut shutdown, &mut backoff).await {
+            Ok(Exit::Shutdown) => return,
+            Ok(Exit::NoFolder) => {
+                tracing::info!(account = ctx.account_id, "the server has no Sent folder; syncing INBOX only");
+                report_note(&ctx, "the server has no Sent folder; only INBOX is synced").await;
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(account = ctx.account_id, folder = role.as_str(), class = %e.class, error = %e.detail, "sync failed");
+                report(&ctx, "error", Some(&e)).await;
+                if e.is_transient() {
+                    backoff.next()
+                } else {
+                    // Nothing will change until the account does (the supervisor then starts
+                    // a new worker); retry rarely in case the server side is fixed.
+                    Duration::from_secs(3600)
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn session(
+    ctx: &WorkerContext,
+    role: FolderRole,
+    shutdown: &mut watch::Receiver<bool>,
+    backoff: &mut Backoff,
+) -> Result<Exit, SyncError> {
+    report(ctx, "connecting", None).await;
+    let mut conn = connect(&ctx.server).await?;
+    let names = find_folders(&mut conn.session).await?;
+    let name = match role {
+        FolderRole::Inbox => names.inbox,
+        FolderRole::Sent => match names.sent {
+            Some(name) => name,
+            None => return Ok(Exit::NoFolder),
+        },
+    };
+    report(ctx, "syncing", None).await;
+    let mut sync = FolderSync::open(&mut conn, &ctx.store, ctx.account_id, ctx.org_id, role, &name, ctx.sync.clone()).await?;
+    backoff.reset();
+    report(ctx, "idle", None).await;
+    tracing::info!(account = ctx.account_id, folder = %name, stored = sync.stored, idle = conn.caps.idle, "folder in sync");
+    loop {
+        let (next, wake) = if conn.caps.idle {
+            idle(conn, ctx.idle_renew, shutdown).await?
+        } else {
+            poll(conn, ctx.poll_interval, shutdown).await?
+        };
+        let Some(next) = next else {
+            return Ok(Exit::Shutdown);
+        };
+        conn = next;
+        sync.refresh(&mut conn, wake.expunged).await?;
+    }
+}
+
+/// What woke a waiting connection.
+#[derive(Debug, Default, Clone, Copy)]
+struct Wake {
+    expunged: bool,
+}
+
+/// Waits in IDLE until the server reports a change, the renewal time passes, or shutdown.
+/// Returns `None` on shutdown.
+async fn idle(
+    conn: Connection,
+    renew: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(Option<Connection>, Wake), SyncError> {
+    let Connection { session, timeouts, caps } = conn;
+    let mut handle = session.idle();
+    handle.init().await?;
+    // Silence is normal in IDLE: no read timeout until DONE.
+    timeouts.suspend_reads();
+    let outcome = {
+        let (wait, _interrupt) = handle.wait_with_timeout(renew);
+        tokio::select! {
+            r = tokio::time::timeout(renew, wait) => Some(r),
+            _ = shutdown.wait_for(|s| *s) => None,
+        }
+    };
+    timeouts.restore();
+    let Some(outcome) = outcome else {
+        return Ok((None, Wake::default()));
+    };
+    let mut wake = Wake::default();
+    if let Ok(Ok(IdleResponse::NewData(data))) = &outcome {
+        wake.expunged = matches!(
+            data.parsed(),
+            Response::Expunge(_) | Response::Vanished { .. }
+        );
+        if let Response::MailboxData(MailboxDatum::Exists(_)) = data.parsed() {
+            tracing::debug!("IDLE: new mail");
+        }
+    }
+    if let Ok(Err(e)) = outcome {
+        return Err(e.into());
+    }
+    let session = handle.done().await?;
+    wake.expunged |= drain_unsolicited(&session).expunged;
+    Ok((Some(Connection { session, timeouts, caps }), wake))
+}
+
+/// For servers without IDLE: waits `interval`, then NOOP to collect updates.
+async fn poll(
+    mut conn: Connection,
+    interval: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(Option<Connection>, Wake), SyncError> {
+    tokio::select! {
+        _ = tokio::time::sleep(interval) => {}
+        _ = shutdown.wait_for(|s| *s) => return Ok((None, Wake::default())),
+    }
+    conn.session.noop().await?;
+    let news = drain_unsolicited(&conn.session);
+    Ok((Some(conn), Wake { expunged: news.expunged }))
+}
+
+async fn report(ctx: &WorkerContext, state: &str, error: Option<&SyncError>) {
+    let (class, message) = match error {
+        Some(e) => (e.class.as_str(), e.message()),
+        None => ("", String::new()),
+    };
+    if let Err(e) = ctx.store.set_account_state(ctx.account_id, state, class, &message).await {
+        tracing::warn!(account = ctx.account_id, error = %e, "cannot record account state");
+    }
+}
+
+async fn report_note(ctx: &WorkerContext, note: &str) {
+    if let Err(e) = ctx.store.set_account_note(ctx.account_id, note).await {
+        tracing::warn!(account = ctx.account_id, error = %e, "cannot record account note");
+    }
+}
+
+/// Jittered exponential backoff: 1 s, 2 s, 4 s ... up to `max`, each +-20%.
+#[derive(Debug)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Self {
+        Backoff { base, max, attempt: 0 }
+    }
+
+    pub fn next(&mut self) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << self.attempt.min(16));
+        self.attempt += 1;
+        let capped = exp.min(self.max);
+        let mut r = [0u8; 2];
+        let _ = crate::secrets::random_bytes(&mut r);
+        let jitter = 0.8 + 0.4 * f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX);
+        capped.mul_f64(jitter)
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+        let first = b.next();
+        assert!(first >= Duration::from_millis(800) && first <= Duration::from_millis(1200), "{first:?}");
+        let second = b.next();
+        assert!(second >= Duration::from_millis(1600), "{second:?}");
+        for _ in 0..20 {
+            assert!(b.next() <= Duration::from_secs(72));
+        }
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(1200));
+    }
+}

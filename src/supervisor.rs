@@ -1,0 +1,163 @@
+//! The supervisor: runs one worker per mail account this daemon holds a lease on, and
+//! starts, stops or restarts workers as accounts are added, removed or changed in the
+//! store (by the CLI, the API, or another daemon). Several daemons sharing one PostgreSQL
+//! split the accounts between them through the leases.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::accounts::PASSWORD_PURPOSE;
+use crate::config::SyncConfig;
+use crate::imap::connection::{Credential, ServerSettings};
+use crate::imap::sync::SyncOptions;
+use crate::imap::worker::{WorkerContext, run_account};
+use crate::imap::{ErrorClass, SyncError};
+use crate::ingest::Screen;
+use crate::secrets::MasterKey;
+use crate::store::{Account, AuthKind, Store};
+
+struct Running {
+    generation: i64,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+pub struct Supervisor {
+    store: Store,
+    key: Arc<MasterKey>,
+    config: SyncConfig,
+    /// This daemon's lease identity.
+    owner: String,
+    workers: HashMap<i64, Running>,
+    /// Accounts that cannot start as they are (e.g. undecryptable secret), by generation.
+    refused: HashMap<i64, i64>,
+}
+
+impl Supervisor {
+    pub fn new(store: Store, key: Arc<MasterKey>, config: SyncConfig) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let mut tag = [0u8; 4];
+        let _ = crate::secrets::random_bytes(&mut tag);
+        let owner = format!("{}:{}:{}", host.trim(), std::process::id(), hex::encode(tag));
+        Supervisor { store, key, config, owner, workers: HashMap::new(), refused: HashMap::new() }
+    }
+
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let interval = Duration::from_millis(self.config.account_check_ms.max(50));
+        loop {
+            if let Err(e) = self.reconcile().await {
+                tracing::warn!(error = %e, "supervisor could not read accounts; retrying");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.wait_for(|s| *s) => break,
+            }
+        }
+        let ids: Vec<i64> = self.workers.keys().copied().collect();
+        for id in ids {
+            self.stop(id).await;
+        }
+    }
+
+    async fn reconcile(&mut self) -> crate::store::Result<()> {
+        let accounts = self.store.list_accounts().await?;
+        let lease = self.config.lease_secs.max(1) as i64 * 1000;
+        for account in &accounts {
+            let held = self.store.claim_account(account.id, &self.owner, lease).await?;
+            let running = self.workers.get(&account.id);
+            let current = running.is_some_and(|w| w.generation == account.generation && !w.task.is_finished());
+            if !held {
+                if running.is_some() {
+                    tracing::info!(account = account.id, "lease lost to another daemon; stopping worker");
+                    self.stop(account.id).await;
+                }
+                continue;
+            }
+            if current || self.refused.get(&account.id) == Some(&account.generation) {
+                continue;
+            }
+            if let Some(w) = self.workers.get(&account.id)
+                && w.task.is_finished()
+            {
+                tracing::error!(account = account.id, "worker ended unexpectedly; restarting");
+            }
+            self.stop(account.id).await;
+            self.start(account).await;
+        }
+        let gone: Vec<i64> =
+            self.workers.keys().copied().filter(|id| !accounts.iter().any(|a| a.id == *id)).collect();
+        for id in gone {
+            tracing::info!(account = id, "account removed; stopping worker");
+            self.stop(id).await;
+        }
+        Ok(())
+    }
+
+    async fn start(&mut self, account: &Account) {
+        let context = match self.context(account).await {
+            Ok(context) => context,
+            Err(e) => {
+                tracing::error!(account = account.id, class = %e.class, error = %e.detail, "cannot start worker");
+                let _ = self.store.set_account_state(account.id, "error", e.class.as_str(), &e.message()).await;
+                self.refused.insert(account.id, account.generation);
+                return;
+            }
+        };
+        self.refused.remove(&account.id);
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run_account(Arc::new(context), stopped));
+        tracing::info!(account = account.id, email = %account.email, "worker started");
+        self.workers.insert(account.id, Running { generation: account.generation, stop, task });
+    }
+
+    async fn stop(&mut self, account_id: i64) {
+        let Some(worker) = self.workers.remove(&account_id) else { return };
+        let _ = worker.stop.send(true);
+        let abort = worker.task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), worker.task).await.is_err() {
+            abort.abort();
+        }
+        let _ = self.store.release_account(account_id, &self.owner).await;
+    }
+
+    async fn context(&self, account: &Account) -> Result<WorkerContext, SyncError> {
+        let sealed = self.store.account_secret(account.id).await?;
+        let secret = self
+            .key
+            .open(PASSWORD_PURPOSE, &sealed)
+            .map_err(|e| SyncError::new(ErrorClass::Secret, e.to_string()))?;
+        let credential = match account.auth {
+            AuthKind::Password => Credential::Password(secret),
+            AuthKind::Xoauth2 => Credential::AccessToken(secret),
+        };
+        let c = &self.config;
+        Ok(WorkerContext {
+            store: self.store.clone(),
+            account_id: account.id,
+            org_id: account.org_id,
+            server: ServerSettings {
+                host: account.imap_host.clone(),
+                port: account.imap_port,
+                tls: account.imap_tls,
+                ca_file: (!account.ca_file.is_empty()).then(|| account.ca_file.clone().into()),
+                username: account.username.clone(),
+                credential,
+                connect_timeout: Duration::from_secs(c.connect_timeout_secs),
+                io_timeout: Duration::from_secs(c.io_timeout_secs),
+            },
+            sync: SyncOptions {
+                screen: Screen { max_recipients: c.max_recipients },
+                batch_size: c.batch_size as usize,
+                max_text_bytes: c.max_text_bytes,
+                backfill_days: c.backfill_days,
+            },
+            idle_renew: Duration::from_secs(c.idle_renew_secs),
+            poll_interval: Duration::from_secs(c.poll_interval_secs),
+            backoff_max: Duration::from_secs(c.backoff_max_secs),
+        })
+    }
+}

@@ -1,0 +1,187 @@
+//! The IMAP sync engine against a real Dovecot: folder selection, skipping, push, crash
+//! recovery, reconnects, UIDVALIDITY changes and error classification.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use mailsync::store::Store;
+
+const SYNC_DEADLINE: Duration = Duration::from_secs(60);
+
+fn many_recipients(n: usize) -> String {
+    (0..n).map(|i| format!("r{i}@bulk.example")).collect::<Vec<_>>().join(", ")
+}
+
+async fn count(store: &Store, sql: &'static str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(store.pool()).await.unwrap()
+}
+
+/// Waits until every folder of the account has finished its initial sync.
+async fn wait_initial_sync(store: &Store, account: i64, folders: usize) {
+    poll_async(SYNC_DEADLINE, "initial sync of all folders", || async {
+        let done = store.folders(account).await.ok()?.iter().filter(|f| f.initial_sync_done).count();
+        (done == folders).then_some(())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn syncs_inbox_and_sent_only_and_skips_mass_mail() {
+    let user = "ann@example.com";
+    let dovecot = Dovecot::start(&[(user, "pw-ann")]);
+    let mut inbox = Vec::new();
+    for i in 0..20 {
+        inbox.push(message("bo@client.example", user, &format!("hello {i}"), &format!("in-{i}@client.example"), "body"));
+    }
+    // Two mass mailings (150 and exactly 101 recipients) and one at the limit (100).
+    inbox.push(message("news@bulk.example", &many_recipients(150), "mass 150", "mass-150@bulk.example", "SECRET-BODY-150"));
+    inbox.push(message("news@bulk.example", &many_recipients(101), "mass 101", "mass-101@bulk.example", "SECRET-BODY-101"));
+    inbox.push(message("news@bulk.example", &many_recipients(100), "mass 100", "mass-100@bulk.example", "body"));
+    // The same message in INBOX and Sent (sent to oneself) is stored once.
+    let both = message(user, user, "note to self", "self-1@example.com", "me");
+    inbox.push(both.clone());
+    dovecot.write_maildir(user, "", &inbox);
+    let mut sent: Vec<String> = (0..5)
+        .map(|i| message(user, "cy@client.example", &format!("sent {i}"), &format!("out-{i}@example.com"), "x"))
+        .collect();
+    sent.push(both);
+    dovecot.write_maildir(user, ".Sent", &sent);
+    dovecot.write_maildir(user, ".Archive", &[message("a@x.example", user, "archived", "arch-1@x.example", "x")]);
+    dovecot.write_maildir(user, ".Trash", &[message("a@x.example", user, "trashed", "trash-1@x.example", "x")]);
+
+    for db in TestDb::both() {
+        let dir = tempfile::tempdir().unwrap();
+        let account = add_account(dir.path(), db.url(), &dovecot, user, "pw-ann");
+        let daemon = Daemon::start(dir.path(), db.url());
+        let store = db.store().await;
+        wait_initial_sync(&store, account, 2).await;
+        let label = db.label();
+
+        // 20 + 1 (at limit) + 1 (self) in INBOX, 5 more in Sent; self counted once.
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM messages").await, 27, "{label}\n{}", daemon.log());
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM message_locations").await, 28, "{label}");
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM skipped WHERE reason = 'too_many_recipients'").await, 2, "{label}");
+        let recipients: Vec<i64> = sqlx::query_scalar("SELECT recipients FROM skipped ORDER BY recipients")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(recipients, vec![101, 150]);
+        let none: i64 = count(&store, "SELECT COUNT(*) FROM messages WHERE subject IN ('archived', 'trashed', 'mass 150')").await;
+        assert_eq!(none, 0);
+        let body: String = sqlx::query_scalar("SELECT body_text FROM messages WHERE message_id = 'in-3@client.example'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(body.trim(), "body");
+
+        // Status reports both folders in sync.
+        let status = ok(mailsync(dir.path(), db.url()).args(["status", "--json"]));
+        let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+        let folders = &status["accounts"][0]["folders"];
+        assert_eq!(folders.as_array().unwrap().len(), 2, "{status}");
+        let inbox_status = folders.as_array().unwrap().iter().find(|f| f["role"] == "inbox").unwrap();
+        assert_eq!(inbox_status["messages_stored"], 22);
+        assert_eq!(inbox_status["messages_skipped"], 2);
+        assert_eq!(inbox_status["initial_sync_complete"], true);
+        let listed = ok(mailsync(dir.path(), db.url()).args(["messages", "list", "--account", &account.to_string(), "--json"]));
+        let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), 27);
+        let self_note = listed.as_array().unwrap().iter().find(|m| m["message_id"] == "self-1@example.com").unwrap();
+        assert_eq!(self_note["folders"], serde_json::json!(["inbox", "sent"]));
+        drop(daemon);
+    }
+
+    // Proof from Dovecot's raw IMAP log: only INBOX and Sent were ever selected, and no
+    // body part of a skipped message was ever fetched.
+    let commands = dovecot.rawlog_commands();
+    let selected: HashSet<String> = commands
+        .lines()
+        .filter_map(|l| {
+            // Raw log lines are `<timestamp> <tag> <command> ...`.
+            let mut words = l.split_whitespace().skip(1);
+            let _tag = words.next()?;
+            let verb = words.next()?.to_ascii_uppercase();
+            (verb == "SELECT" || verb == "EXAMINE").then(|| words.next().unwrap_or("").trim_matches('"').to_string())
+        })
+        .collect();
+    assert_eq!(selected, HashSet::from(["INBOX".to_string(), "Sent".to_string()]), "{commands}");
+    assert!(!commands.contains("BODY.PEEK[]") && !commands.contains("RFC822 "), "never a whole message: {commands}");
+    let skipped_uids = skipped_uids_in_inbox(&dovecot, user);
+    assert_eq!(skipped_uids.len(), 2, "the mass mailings' UIDs");
+    assert!(commands.contains("BODY.PEEK[1]"), "text parts were fetched at all");
+    for line in commands.lines().filter(|l| l.contains("BODY.PEEK[1")) {
+        let set = line.split_whitespace().nth(4).unwrap_or_default();
+        for uid in expand_set(set) {
+            assert!(!skipped_uids.contains(&uid), "body of skipped UID {uid} fetched: {line}");
+        }
+    }
+}
+
+/// UIDs Dovecot gave the mass mailings, read from its uidlist (`UID ... :filename` lines,
+/// in the order the files were written: 21 and 22).
+fn skipped_uids_in_inbox(dovecot: &Dovecot, user: &str) -> HashSet<u32> {
+    let list = std::fs::read_to_string(dovecot.dir.path().join("mail").join(user).join("dovecot-uidlist")).unwrap();
+    list.lines()
+        .skip(1)
+        .filter(|l| l.contains(".M20P") || l.contains(".M21P"))
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+fn expand_set(set: &str) -> Vec<u32> {
+    set.split(',')
+        .flat_map(|r| match r.split_once(':') {
+            Some((a, b)) => {
+                let (a, b) = (a.parse().unwrap_or(0), b.parse().unwrap_or(0));
+                (a..=b).collect::<Vec<u32>>()
+            }
+            None => r.parse().ok().into_iter().collect(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn lmtp_delivery_during_idle_is_stored_within_a_second() {
+    let user = "dan@example.com";
+    let dovecot = Dovecot::start(&[(user, "pw-dan")]);
+    dovecot.write_maildir(user, "", &[message("x@y.example", user, "old", "old-1@y.example", "x")]);
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let account = add_account(dir.path(), db.url(), &dovecot, user, "pw-dan");
+    let daemon = Daemon::start(dir.path(), db.url());
+    let store = db.store().await;
+    wait_initial_sync(&store, account, 2).await;
+    // Let both folder connections settle into IDLE.
+    poll_async(SYNC_DEADLINE, "account idle", || async {
+        (store.account(account).await.ok()?.state == "idle").then_some(())
+    })
+    .await;
+
+    let mut latencies = Vec::new();
+    for i in 0..5 {
+        let id = format!("push-{i}@y.example");
+        dovecot.deliver(user, &message("x@y.example", user, "pushed", &id, "x"));
+        let delivered = Instant::now();
+        poll_async(Duration::from_secs(30), "pushed message stored", || {
+            let store = store.clone();
+            let id = id.clone();
+            async move {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE message_id = $1")
+                    .bind(id)
+                    .fetch_one(store.pool())
+                    .await
+                    .ok()?;
+                (n == 1).then_some(())
+            }
+        })
+        .await;
+        latencies.push(delivered.elapsed());
+    }
+    latencies.sort();
+    let median = latencies[latencies.len() / 2];
+    assert!(median < Duration::from_secs(1), "median push latency {median:?} ({latencies:?})\n{}", daemon.log());
+    assert!(latencies.iter().all(|l| *l < Duration::from_secs(3)), "{latencies:?}");
+}
