@@ -41,7 +41,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let api_addr = listener.local_addr()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let supervisor = Supervisor::new(store.clone(), key.clone(), config.sync.clone());
+    let supervisor = Supervisor::new(store.clone(), key.clone(), config.sync.clone(), &api_addr.to_string());
     let supervisor_task = tokio::spawn(supervisor.run(stop_rx.clone()));
     let app = api::router(AppState { store: store.clone(), key, tokens });
     let mut api_stop = stop_rx.clone();

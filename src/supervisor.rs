@@ -30,7 +30,8 @@ pub struct Supervisor {
     store: Store,
     key: Arc<MasterKey>,
     config: SyncConfig,
-    /// This daemon's lease identity.
+    /// This daemon's lease identity: stable across its restarts (so a daemon killed with
+    /// -9 takes its accounts straight back), distinct between daemons.
     owner: String,
     workers: HashMap<i64, Running>,
     /// Accounts that cannot start as they are (e.g. undecryptable secret), by generation.
@@ -38,11 +39,10 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(store: Store, key: Arc<MasterKey>, config: SyncConfig) -> Self {
+    /// `instance` tells this daemon apart from others on the same host (its API address).
+    pub fn new(store: Store, key: Arc<MasterKey>, config: SyncConfig, instance: &str) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let mut tag = [0u8; 4];
-        let _ = crate::secrets::random_bytes(&mut tag);
-        let owner = format!("{}:{}:{}", host.trim(), std::process::id(), hex::encode(tag));
+        let owner = format!("{}/{instance}", host.trim());
         Supervisor { store, key, config, owner, workers: HashMap::new(), refused: HashMap::new() }
     }
 

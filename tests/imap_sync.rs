@@ -185,3 +185,162 @@ async fn lmtp_delivery_during_idle_is_stored_within_a_second() {
     assert!(median < Duration::from_secs(1), "median push latency {median:?} ({latencies:?})\n{}", daemon.log());
     assert!(latencies.iter().all(|l| *l < Duration::from_secs(3)), "{latencies:?}");
 }
+
+#[tokio::test]
+async fn kill_9_during_initial_sync_then_restart_stores_each_message_once() {
+    const N: usize = 4000;
+    let user = "eve@example.com";
+    let dovecot = Dovecot::start(&[(user, "pw-eve")]);
+    let corpus: Vec<String> = (0..N)
+        .map(|i| message("x@y.example", user, &format!("m{i}"), &format!("bulk-{i}@y.example"), &"text ".repeat(50)))
+        .collect();
+    dovecot.write_maildir(user, "", &corpus);
+    for db in TestDb::both() {
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), db.url(), "batch_size = 20");
+        let account = add_account(dir.path(), db.url(), &dovecot, user, "pw-eve");
+        let mut daemon = Daemon::start(dir.path(), db.url());
+        let store = db.store().await;
+        poll_async(SYNC_DEADLINE, "a partial initial sync", || async {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(store.pool()).await.ok()?;
+            (n >= 300).then_some(())
+        })
+        .await;
+        daemon.child.kill().unwrap(); // SIGKILL: no chance to clean up
+        daemon.child.wait().unwrap();
+        let at_kill = count(&store, "SELECT COUNT(*) FROM messages").await;
+        assert!(at_kill < N as i64, "{}: the kill came after the sync finished ({at_kill})", db.label());
+
+        let _daemon = Daemon::start(dir.path(), db.url());
+        wait_initial_sync(&store, account, 2).await;
+        let label = db.label();
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM messages").await, N as i64, "{label}");
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM message_locations").await, N as i64, "{label}");
+        assert_eq!(count(&store, "SELECT COUNT(DISTINCT uid) FROM message_locations").await, N as i64, "{label}");
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM participants WHERE role = 'from'").await, N as i64, "{label}");
+    }
+}
+
+#[tokio::test]
+async fn reconnects_after_dovecot_restart_and_survives_uidvalidity_change() {
+    let user = "fay@example.com";
+    let mut dovecot = Dovecot::start(&[(user, "pw-fay")]);
+    let corpus: Vec<String> =
+        (0..30).map(|i| message("x@y.example", user, &format!("m{i}"), &format!("v-{i}@y.example"), "x")).collect();
+    dovecot.write_maildir(user, "", &corpus);
+    let db = TestDb::postgres();
+    let dir = tempfile::tempdir().unwrap();
+    let account = add_account(dir.path(), db.url(), &dovecot, user, "pw-fay");
+    let daemon = Daemon::start(dir.path(), db.url());
+    let store = db.store().await;
+    wait_initial_sync(&store, account, 2).await;
+
+    // Dovecot restarts while the worker idles; mail delivered meanwhile is picked up.
+    dovecot.stop();
+    dovecot.relaunch();
+    dovecot.deliver(user, &message("x@y.example", user, "during restart", "restart-1@y.example", "x"));
+    poll_async(SYNC_DEADLINE, "mail delivered across the restart", || async {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE message_id = 'restart-1@y.example'")
+            .fetch_one(store.pool())
+            .await
+            .ok()?;
+        (n == 1).then_some(())
+    })
+    .await;
+
+    // A person's link on one message must survive the server renumbering everything.
+    let linked: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE message_id = 'v-7@y.example'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO message_links (message_id, entity_kind, entity_id, origin) VALUES ($1, 'contact', 42, 'manual')")
+        .bind(linked)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let inbox = store.folder(account, mailsync::store::FolderRole::Inbox).await.unwrap().unwrap();
+    // Dovecot derives UIDVALIDITY from the clock in seconds: let a second pass so it differs.
+    poll(Duration::from_secs(5), "a new second", || {
+        (mailsync::store::now_ms() / 1000 > inbox.uidvalidity + 1).then_some(())
+    });
+    dovecot.stop();
+    dovecot.reset_uidvalidity(user, "");
+    dovecot.relaunch();
+    dovecot.deliver(user, &message("x@y.example", user, "after renumbering", "renum-1@y.example", "x"));
+    poll_async(SYNC_DEADLINE, "resync under the new UIDVALIDITY", || async {
+        let f = store.folder(account, mailsync::store::FolderRole::Inbox).await.ok()??;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE message_id = 'renum-1@y.example'")
+            .fetch_one(store.pool())
+            .await
+            .ok()?;
+        (f.uidvalidity != inbox.uidvalidity && f.initial_sync_done && n == 1).then_some(())
+    })
+    .await;
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM messages").await, 32, "no duplicates\n{}", daemon.log());
+    let still: i64 = sqlx::query_scalar("SELECT message_id FROM message_links WHERE entity_id = 42")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(still, linked, "the link stays on the same message");
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM message_locations WHERE removed_at = 0").await, 32);
+}
+
+#[tokio::test]
+async fn each_failure_is_classified_and_other_accounts_keep_syncing() {
+    let dovecot = Dovecot::start(&[("good@example.com", "pw-good"), ("wrong@example.com", "pw-right"), ("cert@example.com", "pw-cert")]);
+    let plain = Dovecot::start_plaintext_only(&[("plain@example.com", "pw-plain")]);
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = db.url();
+    let good = add_account(d, url, &dovecot, "good@example.com", "pw-good");
+    let wrong = add_account(d, url, &dovecot, "wrong@example.com", "not-the-password");
+    let add = |email: &str, port: u16, tls: &str, ca: bool| -> i64 {
+        let mut cmd = mailsync(d, url);
+        cmd.args(["account", "add", "--email", email, "--imap-host", "localhost", "--tls", tls, "--json"])
+            .args(["--imap-port", &port.to_string(), "--password-env", "PW"])
+            .env("PW", "pw");
+        if ca {
+            cmd.arg("--ca-file").arg(&certs().ca);
+        }
+        serde_json::from_str::<serde_json::Value>(&ok(&mut cmd)).unwrap()["id"].as_i64().unwrap()
+    };
+    let untrusted = add("cert@example.com", dovecot.imaps_port, "implicit", false);
+    let closed = add("closed@example.com", free_port(), "implicit", true);
+    let plaintext = add("plain@example.com", plain.imap_port, "starttls", true);
+
+    let daemon = Daemon::start(d, url);
+    let store = db.store().await;
+    let expected = [
+        (wrong, "auth_failed"),
+        (untrusted, "certificate_invalid"),
+        (closed, "host_or_port_wrong"),
+        (plaintext, "tls_required"),
+    ];
+    for (id, class) in expected {
+        let account = poll_async(SYNC_DEADLINE, class, || async {
+            let a = store.account(id).await.ok()?;
+            (a.error_class == class).then_some(a)
+        })
+        .await;
+        assert_eq!(account.state, "error");
+        assert!(account.error_message.contains("fix:"), "{}", account.error_message);
+        assert!(!account.error_message.contains("not-the-password") && !account.error_message.contains("pw-right"));
+    }
+    // The good account synced and still receives push mail.
+    wait_initial_sync(&store, good, 2).await;
+    dovecot.deliver("good@example.com", &message("x@y.example", "good@example.com", "still here", "alive-1@y.example", "x"));
+    poll_async(SYNC_DEADLINE, "push to the good account", || async {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE message_id = 'alive-1@y.example'")
+            .fetch_one(store.pool())
+            .await
+            .ok()?;
+        (n == 1).then_some(())
+    })
+    .await;
+    assert_eq!(daemon.api("GET", "/healthz", None).0, 200);
+    let status: serde_json::Value = serde_json::from_str(&ok(mailsync(d, url).args(["status", "--json"]))).unwrap();
+    let classes: Vec<&str> = status["accounts"].as_array().unwrap().iter().map(|a| a["error_class"].as_str().unwrap()).collect();
+    assert_eq!(classes, vec!["", "auth_failed", "certificate_invalid", "host_or_port_wrong", "tls_required"]);
+    assert!(!daemon.log().contains("pw-good"), "no password in the log");
+}

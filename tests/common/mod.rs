@@ -154,6 +154,9 @@ pub fn certs() -> &'static Certs {
 }
 
 fn kill(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
     let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
@@ -314,6 +317,30 @@ lda_mailbox_autocreate = yes
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
+    }
+
+    /// Starts a stopped Dovecot again (after [`Dovecot::stop`]).
+    pub fn relaunch(&mut self) {
+        self.launch();
+    }
+
+    /// A Dovecot that offers no TLS at all: plain IMAP only, no STARTTLS, no IMAPS.
+    pub fn start_plaintext_only(users: &[(&str, &str)]) -> Dovecot {
+        let mut dovecot = Self::start_with(users, "");
+        dovecot.stop();
+        let conf = dovecot.dir.path().join("dovecot.conf");
+        let text = std::fs::read_to_string(&conf).expect("dovecot.conf");
+        let imaps = format!("  inet_listener imaps {{\n    port = {}\n    ssl = yes\n  }}\n", dovecot.imaps_port);
+        let text = text
+            .replace(&imaps, "")
+            .lines()
+            .filter(|l| !l.starts_with("ssl_cert") && !l.starts_with("ssl_key"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("ssl = yes", "ssl = no");
+        std::fs::write(&conf, text).expect("dovecot.conf");
+        dovecot.relaunch();
+        dovecot
     }
 
     pub fn log(&self) -> String {
