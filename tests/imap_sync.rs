@@ -344,3 +344,44 @@ async fn each_failure_is_classified_and_other_accounts_keep_syncing() {
     assert_eq!(classes, vec!["", "auth_failed", "certificate_invalid", "host_or_port_wrong", "tls_required"]);
     assert!(!daemon.log().contains("pw-good"), "no password in the log");
 }
+
+#[tokio::test]
+async fn server_without_idle_is_polled_and_missing_sent_is_reported() {
+    let user = "gus@example.com";
+    // A capability list without IDLE, and no Sent folder at all.
+    let dovecot = Dovecot::start_with(
+        &[(user, "pw-gus")],
+        "protocol imap {\n  imap_capability = IMAP4rev1 LITERAL+ SPECIAL-USE ID\n}\n\
+         namespace inbox {\n  mailbox Sent {\n    auto = no\n    special_use =\n  }\n}\n",
+    );
+    dovecot.write_maildir(user, "", &[message("x@y.example", user, "first", "poll-0@y.example", "x")]);
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), db.url(), "poll_interval_secs = 1");
+    let account = add_account(dir.path(), db.url(), &dovecot, user, "pw-gus");
+    let daemon = Daemon::start(dir.path(), db.url());
+    let store = db.store().await;
+    wait_initial_sync(&store, account, 1).await;
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(mailsync(dir.path(), db.url()).args(["status", "--json"]))).unwrap();
+    let a = &status["accounts"][0];
+    assert_eq!(a["folders"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(a["folders"][0]["role"], "inbox");
+    poll_async(SYNC_DEADLINE, "the no-Sent note", || async {
+        let a = store.account(account).await.ok()?;
+        a.note.contains("no Sent folder").then_some(())
+    })
+    .await;
+
+    dovecot.deliver(user, &message("x@y.example", user, "polled", "poll-1@y.example", "x"));
+    poll_async(SYNC_DEADLINE, "polled mail", || async {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE message_id = 'poll-1@y.example'")
+            .fetch_one(store.pool())
+            .await
+            .ok()?;
+        (n == 1).then_some(())
+    })
+    .await;
+    assert!(!dovecot.rawlog_commands().contains(" IDLE"), "IDLE was never sent\n{}", daemon.log());
+    assert!(dovecot.rawlog_commands().contains(" NOOP"), "it polled");
+}

@@ -114,6 +114,25 @@ pub async fn show_contact(State(state): State<AppState>, path: Result<Path<i64>,
     Ok(Json(state.store.person(PersonKind::Contact, id(path)?).await?).into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessagesQuery {
+    account: i64,
+    #[serde(default = "default_limit")]
+    limit: i64,
+    #[serde(default)]
+    offset: i64,
+}
+
+pub async fn list_messages(State(state): State<AppState>, query: Result<Query<MessagesQuery>, QueryRejection>) -> ApiResult {
+    let q = query.map(|Query(q)| q).map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if !(1..=1000).contains(&q.limit) || q.offset < 0 {
+        return Err(ApiError::bad_request("limit must be 1 to 1000 and offset at least 0"));
+    }
+    state.store.account(q.account).await?;
+    Ok(Json(state.store.list_account_messages(q.account, q.limit, q.offset).await?).into_response())
+}
+
 pub async fn list_deals(State(state): State<AppState>, query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
     let q = list_query(query)?;
     Ok(Json(state.store.list_deals(q.org.as_deref(), q.limit, q.offset).await?).into_response())

@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/contacts/{id}", get(handlers::show_contact))
         .route("/deals", get(handlers::list_deals).post(handlers::add_deal))
         .route("/deals/{id}", get(handlers::show_deal))
+        .route("/messages", get(handlers::list_messages))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
