@@ -96,10 +96,13 @@ async fn session(
         },
     };
     report(ctx, "syncing", None).await;
+    let started = std::time::Instant::now();
     let mut sync = FolderSync::open(&mut conn, &ctx.store, ctx.account_id, ctx.org_id, role, &name, ctx.sync.clone()).await?;
     backoff.reset();
     report(ctx, "idle", None).await;
-    tracing::info!(account = ctx.account_id, folder = %name, stored = sync.stored, idle = conn.caps.idle, "folder in sync");
+    let (bytes_in, bytes_out) = conn.timeouts.bytes();
+    tracing::info!(account = ctx.account_id, folder = %name, stored = sync.stored, commands = sync.commands,
+        bytes_in, bytes_out, elapsed_ms = started.elapsed().as_millis() as u64, idle = conn.caps.idle, "folder in sync");
     loop {
         let (next, wake) = if conn.caps.idle {
             idle(conn, ctx.idle_renew, shutdown).await?

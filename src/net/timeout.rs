@@ -15,11 +15,18 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// Shared control over a [`TimeoutStream`]'s read timeout.
+/// Shared control over a [`TimeoutStream`]'s read timeout, and its byte counters.
 #[derive(Debug, Clone)]
 pub struct TimeoutHandle {
     read_ms: Arc<AtomicU64>,
     default_ms: u64,
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    read: AtomicU64,
+    written: AtomicU64,
 }
 
 impl TimeoutHandle {
@@ -31,12 +38,17 @@ impl TimeoutHandle {
     pub fn restore(&self) {
         self.read_ms.store(self.default_ms, Ordering::Relaxed);
     }
+    /// Bytes received and sent so far on this connection.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.counters.read.load(Ordering::Relaxed), self.counters.written.load(Ordering::Relaxed))
+    }
 }
 
 #[derive(Debug)]
 pub struct TimeoutStream<S> {
     inner: S,
     read_ms: Arc<AtomicU64>,
+    counters: Arc<Counters>,
     write_timeout: Duration,
     read_deadline: Option<Pin<Box<Sleep>>>,
     write_deadline: Option<Pin<Box<Sleep>>>,
@@ -46,8 +58,10 @@ impl<S> TimeoutStream<S> {
     pub fn new(inner: S, read_timeout: Duration, write_timeout: Duration) -> (Self, TimeoutHandle) {
         let default_ms = read_timeout.as_millis() as u64;
         let read_ms = Arc::new(AtomicU64::new(default_ms));
-        let handle = TimeoutHandle { read_ms: read_ms.clone(), default_ms };
-        let stream = TimeoutStream { inner, read_ms, write_timeout, read_deadline: None, write_deadline: None };
+        let counters = Arc::new(Counters::default());
+        let handle = TimeoutHandle { read_ms: read_ms.clone(), default_ms, counters: counters.clone() };
+        let stream =
+            TimeoutStream { inner, read_ms, counters, write_timeout, read_deadline: None, write_deadline: None };
         (stream, handle)
     }
 
@@ -71,9 +85,11 @@ use std::future::Future;
 impl<S: AsyncRead + Unpin> AsyncRead for TimeoutStream<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 this.read_deadline = None;
+                this.counters.read.fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
                 Poll::Ready(result)
             }
             Poll::Pending => {
@@ -99,6 +115,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TimeoutStream<S> {
         match Pin::new(&mut this.inner).poll_write(cx, data) {
             Poll::Ready(result) => {
                 this.write_deadline = None;
+                if let Ok(n) = &result {
+                    this.counters.written.fetch_add(*n as u64, Ordering::Relaxed);
+                }
                 Poll::Ready(result)
             }
             Poll::Pending => {

@@ -725,7 +725,7 @@ pub fn write_config(dir: &Path, db_url: &str, sync_extra: &str) {
              token_file = \"{d}/api-tokens\"\n[secrets]\nkey_file = \"{d}/master.key\"\n\
              [bcc_drop]\nlisten = \"127.0.0.1:{bcc}\"\n[sync]\naccount_check_ms = 200\n\
              connect_timeout_secs = 5\nio_timeout_secs = 20\nbackoff_max_secs = 2\n{sync_extra}\n\
-             [log]\nlevel = \"info,mailsync=debug\"\n",
+             [log]\nformat = \"text\"\nlevel = \"info,mailsync=debug\"\n",
             port = free_port(),
             bcc = free_port(),
             d = dir.display(),
@@ -792,7 +792,6 @@ impl Daemon {
         let log = dir.join("daemon.log");
         let mut child = cmd
             .arg("run")
-            .env("MAILSYNC_LOG_FORMAT", "text")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("daemon.log"))
