@@ -74,7 +74,7 @@ pub fn generate(user: &str, total: usize, seed: u64) -> Corpus {
         let head = format!(
             "From: {from}\r\nTo: {to}\r\n{cc}Subject: {subject}\r\nDate: {date}\r\nMessage-ID: <bench-{i}@corpus.example>\r\n{threading}MIME-Version: 1.0\r\n"
         );
-        let text_len = 2_000 + rng.below(11_000) as usize;
+        let text_len = 1_000 + rng.below(7_000) as usize;
         let text = text_body(&mut rng, text_len);
         let attachment = rng.chance(10);
         let raw = if attachment {

@@ -345,13 +345,27 @@ async fn run_mailsync(dovecot: &Dovecot, user: &str, backend: &str, expected_sto
     let store = db.store().await;
     let started = Instant::now();
     let mut daemon = start_daemon_json(dir.path(), db.url());
+    // BENCH_PERF=FILE records a CPU profile of the daemon during the sync (perf(1)).
+    let mut perf = std::env::var("BENCH_PERF").ok().map(|out| {
+        Command::new("perf")
+            .args(["record", "-F", "999", "-g", "-o", &out, "-p", &daemon.child.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("perf")
+    });
     poll_async(Duration::from_secs(1800), "initial sync", || async {
         let folders = store.folders(account).await.ok()?;
         (folders.len() == 2 && folders.iter().all(|f| f.initial_sync_done)).then_some(())
     })
     .await;
     let secs = started.elapsed().as_secs_f64();
+    if let Some(perf) = perf.as_mut() {
+        let _ = Command::new("kill").args(["-INT", &perf.id().to_string()]).status();
+        let _ = perf.wait();
+    }
     let peak_rss_kb = vm_hwm_kb(daemon.child.id());
+    eprintln!("  mailsync CPU {:.2} s in {secs:.2} s wall", cpu_ticks(daemon.child.id()) as f64 / 100.0);
     let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(store.pool()).await.expect("count");
     assert!(stored >= expected_stored, "stored {stored} of {expected_stored}");
     let commands = poll_async(Duration::from_secs(30), "sync log lines", || async {

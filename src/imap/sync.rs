@@ -13,7 +13,9 @@ use super::connection::{Connection, drain_unsolicited};
 use super::error::{ErrorClass, SyncError};
 use super::fetch::{FetchedBatch, fetch_batch};
 use crate::ingest::{self, Screen};
-use crate::store::{Cursor, Folder, FolderBatch, FolderRole, SkippedMessage, Store};
+use tokio::task::JoinHandle;
+
+use crate::store::{BatchOutcome, Cursor, Folder, FolderBatch, FolderRole, SkippedMessage, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -34,6 +36,9 @@ pub struct FolderSync {
     pub commands: usize,
     /// Messages committed in this session.
     pub stored: usize,
+    /// The batch being committed while the next one is fetched (at most one, so commits
+    /// land in order).
+    pending: Option<JoinHandle<Result<BatchOutcome, StoreError>>>,
 }
 
 impl FolderSync {
@@ -70,7 +75,7 @@ impl FolderSync {
         folder.server_messages = exists;
         folder.uidnext = uidnext;
         folder.highestmodseq = modseq;
-        let mut sync = FolderSync { store: store.clone(), org_id, folder, opts, commands: 1, stored: 0 };
+        let mut sync = FolderSync { store: store.clone(), org_id, folder, opts, commands: 1, stored: 0, pending: None };
 
         let unchanged = sync.folder.initial_sync_done
             && uidnext == sync.folder.synced_high_uid + 1
@@ -83,6 +88,7 @@ impl FolderSync {
             } else {
                 sync.backfill(conn).await?;
             }
+            sync.settle().await?;
         }
         Ok(sync)
     }
@@ -93,7 +99,7 @@ impl FolderSync {
         if expunged {
             self.reconcile_expunges(conn).await?;
         }
-        Ok(())
+        self.settle().await
     }
 
     fn started(&self) -> bool {
@@ -166,6 +172,7 @@ impl FolderSync {
 
     /// Marks stored UIDs that are gone from the server as removed.
     async fn reconcile_expunges(&mut self, conn: &mut Connection) -> Result<(), SyncError> {
+        self.settle().await?;
         let server: HashSet<u32> = conn.session.uid_search("ALL").await?;
         self.commands += 1;
         drain_unsolicited(&conn.session);
@@ -202,7 +209,11 @@ impl FolderSync {
         }
     }
 
+    /// Hands a batch to a commit task and returns once the previous batch is committed,
+    /// so the next fetch overlaps this commit. The in-memory cursor runs one batch ahead
+    /// of the store's; a crash resumes from the store's.
     async fn commit(&mut self, fetched: FetchedBatch, mut cursor: Cursor) -> Result<(), SyncError> {
+        self.settle().await?;
         cursor.uidnext = cursor.uidnext.max(cursor.synced_high_uid + 1);
         let batch = FolderBatch {
             folder_id: self.folder.id,
@@ -221,14 +232,29 @@ impl FolderSync {
                 .collect(),
             cursor: cursor.clone(),
         };
-        let outcome = ingest::commit_folder_batch(&self.store, &batch).await?;
-        self.stored += outcome.new_message_ids.len();
-        tracing::debug!(folder = %self.folder.name, new = outcome.new_message_ids.len(), duplicates = outcome.duplicates,
-            skipped = batch.skipped.len(), high = cursor.synced_high_uid, low = cursor.synced_low_uid, "batch committed");
         self.folder.synced_high_uid = cursor.synced_high_uid;
         self.folder.synced_low_uid = cursor.synced_low_uid;
         self.folder.initial_sync_done = cursor.initial_sync_done;
         self.folder.uidnext = cursor.uidnext;
+        let store = self.store.clone();
+        let folder = self.folder.name.clone();
+        self.pending = Some(tokio::spawn(async move {
+            let outcome = ingest::commit_folder_batch(&store, &batch).await?;
+            tracing::debug!(folder = %folder, new = outcome.new_message_ids.len(), duplicates = outcome.duplicates,
+                skipped = batch.skipped.len(), high = batch.cursor.synced_high_uid, low = batch.cursor.synced_low_uid,
+                "batch committed");
+            Ok(outcome)
+        }));
+        Ok(())
+    }
+
+    /// Waits for the batch in flight, if any.
+    async fn settle(&mut self) -> Result<(), SyncError> {
+        let Some(pending) = self.pending.take() else { return Ok(()) };
+        let outcome = pending
+            .await
+            .map_err(|e| SyncError::new(ErrorClass::Store, format!("commit task failed: {e}")))??;
+        self.stored += outcome.new_message_ids.len();
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{Result, Store, StoreError, now_ms};
+use super::{Backend, Result, Store, StoreError, now_ms};
 use crate::ingest::ParsedMessage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -164,44 +164,61 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a batch and moves the folder's cursor, atomically.
+    /// Stores a batch and moves the folder's cursor, atomically. A whole batch costs a
+    /// handful of multi-row statements, not a few per message: with SQLite every statement
+    /// is a round trip to the connection's thread, with PostgreSQL one to the server.
     pub async fn commit_folder_batch(&self, batch: &FolderBatch) -> Result<BatchOutcome> {
         let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // No WAL flush wait: the messages stay on the IMAP server and the cursor is in
+            // this same transaction, so a batch lost in a database crash is fetched again.
+            // (Sources that acknowledge, like the BCC drop, keep synchronous commits.)
+            sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
+        }
         let now = now_ms();
-        let mut outcome = BatchOutcome::default();
-        for (uid, message) in &batch.messages {
-            let (id, new) = insert_message(&mut tx, batch.org_id, message, "imap", now).await?;
-            if new {
-                outcome.new_message_ids.push(id);
-            } else {
-                outcome.duplicates += 1;
-            }
-            sqlx::query(concat!(
-                "INSERT INTO message_locations (message_id, folder_id, uidvalidity, uid) VALUES ($1, $2, $3, $4) ",
-                "ON CONFLICT (folder_id, uidvalidity, uid) DO NOTHING"
-            ))
-            .bind(id)
-            .bind(batch.folder_id)
-            .bind(batch.uidvalidity)
-            .bind(uid)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for s in &batch.skipped {
-            sqlx::query(concat!(
-                "INSERT INTO skipped (folder_id, uidvalidity, uid, reason, recipients, size, created_at) ",
-                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (folder_id, uidvalidity, uid) DO NOTHING"
-            ))
-            .bind(batch.folder_id)
-            .bind(batch.uidvalidity)
-            .bind(s.uid)
-            .bind(&s.reason)
-            .bind(s.recipients)
-            .bind(s.size)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let messages: Vec<&ParsedMessage> = batch.messages.iter().map(|(_, m)| m).collect();
+        let (ids, new_ids) = insert_messages(&mut tx, self.backend, batch.org_id, &messages, "imap", now).await?;
+        let outcome = BatchOutcome {
+            duplicates: messages.len() - new_ids.len(),
+            new_message_ids: new_ids,
+        };
+        let locations: Vec<[Value; 4]> = batch
+            .messages
+            .iter()
+            .zip(&ids)
+            .map(|((uid, _), id)| [Value::Int(*id), Value::Int(batch.folder_id), Value::Int(batch.uidvalidity), Value::Int(*uid)])
+            .collect();
+        insert_rows(
+            &mut tx,
+            self.backend,
+            "INSERT INTO message_locations (message_id, folder_id, uidvalidity, uid) VALUES ",
+            " ON CONFLICT (folder_id, uidvalidity, uid) DO NOTHING",
+            &locations,
+        )
+        .await?;
+        let skipped: Vec<[Value; 7]> = batch
+            .skipped
+            .iter()
+            .map(|s| {
+                [
+                    Value::Int(batch.folder_id),
+                    Value::Int(batch.uidvalidity),
+                    Value::Int(s.uid),
+                    Value::Text(&s.reason),
+                    Value::Int(s.recipients),
+                    Value::Int(s.size),
+                    Value::Int(now),
+                ]
+            })
+            .collect();
+        insert_rows(
+            &mut tx,
+            self.backend,
+            "INSERT INTO skipped (folder_id, uidvalidity, uid, reason, recipients, size, created_at) VALUES ",
+            " ON CONFLICT (folder_id, uidvalidity, uid) DO NOTHING",
+            &skipped,
+        )
+        .await?;
         let c = &batch.cursor;
         sqlx::query(concat!(
             "UPDATE folders SET synced_high_uid = $1, synced_low_uid = $2, initial_sync_done = $3, ",
@@ -365,66 +382,184 @@ impl Store {
     }
 }
 
-/// Inserts a message unless the organization already has one with its Message-ID.
-/// Returns its id and whether it is new.
-pub(crate) async fn insert_message(
+/// A bind value for the multi-row statements below.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Value<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+/// Most bind parameters per statement: below SQLite's limit (32766) and PostgreSQL's (65535).
+const MAX_PARAMS: usize = 30_000;
+
+/// The `i`-th (1-based) bind placeholder. SQLite gets anonymous `?`: it resolves a named
+/// `$N` by scanning all parameter names, which is quadratic in a statement with thousands.
+fn placeholder(backend: Backend, i: usize, sql: &mut String) {
+    match backend {
+        Backend::Sqlite => sql.push('?'),
+        Backend::Postgres => {
+            sql.push('$');
+            sql.push_str(&i.to_string());
+        }
+    }
+}
+
+/// Runs `head VALUES (...), (...) tail` over `rows`, chunked to stay under [`MAX_PARAMS`].
+/// Returns the rows the statements returned (for a `RETURNING` tail). `head` and `tail`
+/// must not contain placeholders.
+pub(crate) async fn insert_rows<const N: usize>(
     tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    head: &str,
+    tail: &str,
+    rows: &[[Value<'_>; N]],
+) -> Result<Vec<AnyRow>> {
+    let mut returned = Vec::new();
+    for chunk in rows.chunks((MAX_PARAMS / N).max(1)) {
+        let mut sql = String::with_capacity(head.len() + tail.len() + chunk.len() * N * 6);
+        sql.push_str(head);
+        for (r, _) in chunk.iter().enumerate() {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            for c in 0..N {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                placeholder(backend, r * N + c + 1, &mut sql);
+            }
+            sql.push(')');
+        }
+        sql.push_str(tail);
+        // Only placeholders are interpolated; every value is bound.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in chunk {
+            for value in row {
+                query = match *value {
+                    Value::Int(v) => query.bind(v),
+                    Value::Text(v) => query.bind(v),
+                };
+            }
+        }
+        returned.extend(query.fetch_all(&mut **tx).await?);
+    }
+    Ok(returned)
+}
+
+/// Inserts messages the organization does not have yet (by Message-ID) with their
+/// participants and attachment metadata. Returns the id of every input message, in order
+/// (existing ones included), and the ids that are new.
+pub(crate) async fn insert_messages(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
     org_id: i64,
-    m: &ParsedMessage,
+    messages: &[&ParsedMessage],
     source: &str,
     now: i64,
-) -> Result<(i64, bool)> {
-    let inserted: Option<i64> = sqlx::query_scalar(concat!(
-        "INSERT INTO messages (org_id, message_id, subject, sent_at, size, in_reply_to, refs, gm_thrid, ",
-        "body_text, body_html, source, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ",
-        "ON CONFLICT (org_id, message_id) DO NOTHING RETURNING id"
-    ))
-    .bind(org_id)
-    .bind(&m.message_id)
-    .bind(&m.subject)
-    .bind(m.sent_at)
-    .bind(m.size)
-    .bind(&m.in_reply_to)
-    .bind(m.references.join(" "))
-    .bind(&m.gm_thrid)
-    .bind(&m.body_text)
-    .bind(&m.body_html)
-    .bind(source)
-    .bind(now)
-    .fetch_optional(&mut **tx)
+) -> Result<(Vec<i64>, Vec<i64>)> {
+    let refs: Vec<String> = messages.iter().map(|m| m.references.join(" ")).collect();
+    let rows: Vec<[Value; 12]> = messages
+        .iter()
+        .zip(&refs)
+        .map(|(m, refs)| {
+            [
+                Value::Int(org_id),
+                Value::Text(&m.message_id),
+                Value::Text(&m.subject),
+                Value::Int(m.sent_at),
+                Value::Int(m.size),
+                Value::Text(&m.in_reply_to),
+                Value::Text(refs),
+                Value::Text(&m.gm_thrid),
+                Value::Text(&m.body_text),
+                Value::Text(&m.body_html),
+                Value::Text(source),
+                Value::Int(now),
+            ]
+        })
+        .collect();
+    let inserted = insert_rows(
+        tx,
+        backend,
+        "INSERT INTO messages (org_id, message_id, subject, sent_at, size, in_reply_to, refs, gm_thrid, \
+         body_text, body_html, source, created_at) VALUES ",
+        " ON CONFLICT (org_id, message_id) DO NOTHING RETURNING id, message_id",
+        &rows,
+    )
     .await?;
-    let Some(id) = inserted else {
-        let id: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE org_id = $1 AND message_id = $2")
-            .bind(org_id)
-            .bind(&m.message_id)
-            .fetch_one(&mut **tx)
-            .await?;
-        return Ok((id, false));
-    };
-    for (position, p) in m.participants.iter().enumerate() {
-        sqlx::query("INSERT INTO participants (message_id, role, position, address, name) VALUES ($1, $2, $3, $4, $5)")
-            .bind(id)
-            .bind(p.role.as_str())
-            .bind(position as i64)
-            .bind(&p.address)
-            .bind(&p.name)
-            .execute(&mut **tx)
-            .await?;
+    let mut by_message_id: std::collections::HashMap<String, (i64, bool)> = std::collections::HashMap::new();
+    for row in &inserted {
+        by_message_id.insert(row.try_get("message_id")?, (row.try_get("id")?, true));
     }
-    for a in &m.attachments {
-        sqlx::query(concat!(
-            "INSERT INTO attachments (message_id, part_id, filename, content_type, size) VALUES ($1, $2, $3, $4, $5) ",
-            "ON CONFLICT DO NOTHING"
-        ))
-        .bind(id)
-        .bind(&a.part_id)
-        .bind(&a.filename)
-        .bind(&a.content_type)
-        .bind(a.size)
-        .execute(&mut **tx)
-        .await?;
+    // Messages the organization already had: one lookup for the whole batch.
+    let missing: Vec<[Value; 1]> = messages
+        .iter()
+        .filter(|m| !by_message_id.contains_key(&m.message_id))
+        .map(|m| [Value::Text(&m.message_id)])
+        .collect();
+    for chunk in missing.chunks(MAX_PARAMS - 1) {
+        let mut sql = String::from("SELECT id, message_id FROM messages WHERE org_id = ");
+        placeholder(backend, 1, &mut sql);
+        sql.push_str(" AND message_id IN (");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            placeholder(backend, i + 2, &mut sql);
+        }
+        sql.push(')');
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org_id);
+        for [v] in chunk {
+            if let Value::Text(t) = v {
+                query = query.bind(*t);
+            }
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            by_message_id.insert(row.try_get("message_id")?, (row.try_get("id")?, false));
+        }
     }
-    Ok((id, true))
+    let mut ids = Vec::with_capacity(messages.len());
+    let mut new_ids = Vec::new();
+    let mut participants: Vec<[Value; 5]> = Vec::new();
+    let mut attachments: Vec<[Value; 5]> = Vec::new();
+    for m in messages {
+        let Some((id, new)) = by_message_id.get_mut(&m.message_id) else {
+            return Err(StoreError::Invalid(format!("message {} vanished during insert", m.message_id)));
+        };
+        ids.push(*id);
+        if !*new {
+            continue;
+        }
+        // A message twice in one batch gets its participants once.
+        *new = false;
+        new_ids.push(*id);
+        for (position, p) in m.participants.iter().enumerate() {
+            participants.push([
+                Value::Int(*id),
+                Value::Text(p.role.as_str()),
+                Value::Int(position as i64),
+                Value::Text(&p.address),
+                Value::Text(&p.name),
+            ]);
+        }
+        for a in &m.attachments {
+            attachments.push([
+                Value::Int(*id),
+                Value::Text(&a.part_id),
+                Value::Text(&a.filename),
+                Value::Text(&a.content_type),
+                Value::Int(a.size),
+            ]);
+        }
+    }
+    insert_rows(tx, backend, "INSERT INTO participants (message_id, role, position, address, name) VALUES ", "", &participants).await?;
+    insert_rows(
+        tx,
+        backend,
+        "INSERT INTO attachments (message_id, part_id, filename, content_type, size) VALUES ",
+        " ON CONFLICT DO NOTHING",
+        &attachments,
+    )
+    .await?;
+    Ok((ids, new_ids))
 }
 
 fn folder_from_row(row: &AnyRow) -> Result<Folder> {
