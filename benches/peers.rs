@@ -374,6 +374,9 @@ async fn run_mailsync(dovecot: &Dovecot, user: &str, backend: &str, expected_sto
     })
     .await;
     daemon.terminate();
+    if let Ok(keep) = std::env::var("BENCH_KEEP_LOG") {
+        let _ = std::fs::copy(dir.path().join("daemon.log"), format!("{keep}.{backend}.log"));
+    }
     store.close().await;
     SyncRun { secs, peak_rss_kb, commands, db, dir }
 }
@@ -404,7 +407,9 @@ fn start_daemon_json(dir: &Path, url: &str) -> Daemon {
     // JSON logs so the harness can read the per-folder figures the worker reports.
     let config = dir.join("mailsync.toml");
     let text = std::fs::read_to_string(&config).expect("config");
-    let text = text.replace("format = \"text\"\nlevel = \"info,mailsync=debug\"", "format = \"json\"\nlevel = \"info\"");
+    // BENCH_LOG_LEVEL=debug shows per-batch timings in the daemon's log.
+    let level = std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into());
+    let text = text.replace("format = \"text\"\nlevel = \"info,mailsync=debug\"", &format!("format = \"json\"\nlevel = \"{level}\""));
     std::fs::write(&config, text).expect("config");
     Daemon::start(dir, url)
 }

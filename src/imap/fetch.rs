@@ -54,9 +54,11 @@ pub async fn fetch_batch(
     if uids.is_empty() {
         return Ok(batch);
     }
+    let started = std::time::Instant::now();
     let set = uid_set(uids);
     let fetches = collect(session, &set, "(UID RFC822.SIZE BODYSTRUCTURE BODY.PEEK[HEADER])").await?;
     batch.commands += 1;
+    let structure_ms = started.elapsed().as_millis() as u64;
     let mut layouts: BTreeMap<u32, Layout> = BTreeMap::new();
     for fetch in &fetches {
         let Some(uid) = fetch.uid else { continue };
@@ -99,6 +101,7 @@ pub async fn fetch_batch(
         batch.commands += 1;
     }
 
+    let parts_ms = started.elapsed().as_millis() as u64 - structure_ms;
     for (uid, layout) in layouts {
         let parts: Vec<TextPart> = layout
             .text_parts
@@ -120,6 +123,8 @@ pub async fn fetch_batch(
             }
         }
     }
+    tracing::debug!(messages = uids.len(), structure_ms, parts_ms,
+        parse_ms = started.elapsed().as_millis() as u64 - structure_ms - parts_ms, "batch fetched");
     Ok(batch)
 }
 

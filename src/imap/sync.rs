@@ -239,10 +239,12 @@ impl FolderSync {
         let store = self.store.clone();
         let folder = self.folder.name.clone();
         self.pending = Some(tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let outcome = ingest::commit_folder_batch(&store, &batch).await?;
+            let commit_ms = started.elapsed().as_millis() as u64;
             tracing::debug!(folder = %folder, new = outcome.new_message_ids.len(), duplicates = outcome.duplicates,
                 skipped = batch.skipped.len(), high = batch.cursor.synced_high_uid, low = batch.cursor.synced_low_uid,
-                "batch committed");
+                commit_ms, "batch committed");
             Ok(outcome)
         }));
         Ok(())
