@@ -48,8 +48,12 @@ impl Supervisor {
 
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let interval = Duration::from_millis(self.config.account_check_ms.max(50));
+        let lease_ms = self.config.lease_secs.max(1) as i64 * 1000;
+        // Renew well before expiry; config validation keeps this above the check interval.
+        let renew_every = Duration::from_millis((lease_ms / 3) as u64);
+        let mut renewed: Option<std::time::Instant> = None;
         loop {
-            if let Err(e) = self.reconcile().await {
+            if let Err(e) = self.tick(&mut renewed, renew_every, lease_ms).await {
                 tracing::warn!(error = %e, "supervisor could not read accounts; retrying");
             }
             tokio::select! {
@@ -63,33 +67,56 @@ impl Supervisor {
         }
     }
 
-    async fn reconcile(&mut self) -> crate::store::Result<()> {
-        let accounts = self.store.list_accounts().await?;
-        let lease = self.config.lease_secs.max(1) as i64 * 1000;
-        for account in &accounts {
-            let held = self.store.claim_account(account.id, &self.owner, lease).await?;
-            let running = self.workers.get(&account.id);
-            let current = running.is_some_and(|w| w.generation == account.generation && !w.task.is_finished());
+    /// One light query when nothing changed; lease statements only when a lease is due
+    /// for renewal or an account is free to take.
+    async fn tick(
+        &mut self,
+        renewed: &mut Option<std::time::Instant>,
+        renew_every: Duration,
+        lease_ms: i64,
+    ) -> crate::store::Result<()> {
+        let mut leases = self.store.account_leases().await?;
+        let now = crate::store::now_ms();
+        let claimable = leases.iter().any(|l| l.lease_owner.is_empty() || l.lease_until < now);
+        if claimable || renewed.is_none_or(|at| at.elapsed() >= renew_every) {
+            self.store.renew_and_claim_leases(&self.owner, lease_ms).await?;
+            *renewed = Some(std::time::Instant::now());
+            leases = self.store.account_leases().await?;
+        }
+        self.reconcile(&leases).await
+    }
+
+    /// Matches running workers to the accounts this daemon holds.
+    async fn reconcile(&mut self, leases: &[crate::store::AccountLease]) -> crate::store::Result<()> {
+        let now = crate::store::now_ms();
+        for lease in leases {
+            let held = lease.lease_owner == self.owner && lease.lease_until > now;
+            let running = self.workers.get(&lease.id);
             if !held {
                 if running.is_some() {
-                    tracing::info!(account = account.id, "lease lost to another daemon; stopping worker");
-                    self.stop(account.id).await;
+                    tracing::info!(account = lease.id, "lease lost to another daemon; stopping worker");
+                    self.stop(lease.id).await;
                 }
                 continue;
             }
-            if current || self.refused.get(&account.id) == Some(&account.generation) {
+            let current = running.is_some_and(|w| w.generation == lease.generation && !w.task.is_finished());
+            if current || self.refused.get(&lease.id) == Some(&lease.generation) {
                 continue;
             }
-            if let Some(w) = self.workers.get(&account.id)
+            if let Some(w) = self.workers.get(&lease.id)
                 && w.task.is_finished()
             {
-                tracing::error!(account = account.id, "worker ended unexpectedly; restarting");
+                tracing::error!(account = lease.id, "worker ended unexpectedly; restarting");
             }
-            self.stop(account.id).await;
-            self.start(account).await;
+            self.stop(lease.id).await;
+            match self.store.account(lease.id).await {
+                Ok(account) => self.start(&account).await,
+                Err(crate::store::StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         let gone: Vec<i64> =
-            self.workers.keys().copied().filter(|id| !accounts.iter().any(|a| a.id == *id)).collect();
+            self.workers.keys().copied().filter(|id| !leases.iter().any(|l| l.id == *id)).collect();
         for id in gone {
             tracing::info!(account = id, "account removed; stopping worker");
             self.stop(id).await;
@@ -125,6 +152,9 @@ impl Supervisor {
     }
 
     async fn context(&self, account: &Account) -> Result<WorkerContext, SyncError> {
+        let ca_file: Option<std::path::PathBuf> = (!account.ca_file.is_empty()).then(|| account.ca_file.clone().into());
+        // Built once per worker: both folder connections and every reconnect share it.
+        let tls = crate::net::tls::connector(ca_file.as_deref())?;
         let sealed = self.store.account_secret(account.id).await?;
         let secret = self
             .key
@@ -143,7 +173,7 @@ impl Supervisor {
                 host: account.imap_host.clone(),
                 port: account.imap_port,
                 tls: account.imap_tls,
-                ca_file: (!account.ca_file.is_empty()).then(|| account.ca_file.clone().into()),
+                tls_connector: tls,
                 username: account.username.clone(),
                 credential,
                 connect_timeout: Duration::from_secs(c.connect_timeout_secs),

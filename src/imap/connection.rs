@@ -1,12 +1,12 @@
 //! Opening an authenticated IMAP session: TCP, implicit TLS or STARTTLS (always verified),
 //! the greeting, LOGIN or XOAUTH2, CAPABILITY and ID.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use async_imap::{Client, Session};
 use imap_proto::{Response, Status};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::error::{ErrorClass, SyncError, classify_login_failure};
@@ -19,17 +19,29 @@ pub type ImapStream = TlsStream<TimeoutStream<TcpStream>>;
 pub type ImapSession = Session<ImapStream>;
 
 /// How to reach and authenticate to one account's server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerSettings {
     pub host: String,
     pub port: u16,
     pub tls: TlsMode,
-    pub ca_file: Option<PathBuf>,
+    /// Trusts the webpki roots plus the account's CA file, if any.
+    pub tls_connector: TlsConnector,
     pub username: String,
     pub credential: Credential,
     pub connect_timeout: Duration,
     /// Longest silence tolerated from the server outside IDLE.
     pub io_timeout: Duration,
+}
+
+impl std::fmt::Debug for ServerSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -65,18 +77,18 @@ impl std::fmt::Debug for Connection {
 
 /// Connects, secures, greets and logs in. Credentials are only ever sent over TLS.
 pub async fn connect(settings: &ServerSettings) -> Result<Connection, SyncError> {
-    let connector = tls::connector(settings.ca_file.as_deref())?;
+    let connector = &settings.tls_connector;
     let tcp = connect_tcp(&settings.host, settings.port, settings.connect_timeout).await?;
     let (stream, timeouts) = TimeoutStream::new(tcp, settings.io_timeout, settings.io_timeout);
     let stream = match settings.tls {
-        TlsMode::Implicit => tls::handshake(&connector, &settings.host, stream).await?,
+        TlsMode::Implicit => tls::handshake(connector, &settings.host, stream).await?,
         TlsMode::Starttls => {
             let mut client = Client::new(stream);
             greeting(&mut client).await?;
             client.run_command_and_check_ok("STARTTLS", None).await.map_err(|e| {
                 SyncError::new(ErrorClass::TlsRequired, format!("the server does not offer STARTTLS ({e})"))
             })?;
-            tls::handshake(&connector, &settings.host, client.into_inner()).await?
+            tls::handshake(connector, &settings.host, client.into_inner()).await?
         }
     };
     let mut client = Client::new(stream);

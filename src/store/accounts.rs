@@ -68,6 +68,15 @@ impl std::str::FromStr for AuthKind {
     }
 }
 
+/// Which daemon holds an account, and which version of its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountLease {
+    pub id: i64,
+    pub generation: i64,
+    pub lease_owner: String,
+    pub lease_until: i64,
+}
+
 /// A mail account to create; the secret is already sealed by the caller.
 #[derive(Debug, Clone)]
 pub struct NewAccount {
@@ -226,21 +235,41 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("no mail account with id {id}")))
     }
 
-    /// Takes or renews this daemon's lease on an account for `lease_ms`. False when another
-    /// daemon holds a live lease.
-    pub async fn claim_account(&self, id: i64, owner: &str, lease_ms: i64) -> Result<bool> {
+    /// Renews every lease `owner` holds and takes every account whose lease is free or
+    /// lapsed, until `now + lease_ms`: two statements, whatever the number of accounts.
+    pub async fn renew_and_claim_leases(&self, owner: &str, lease_ms: i64) -> Result<()> {
         let now = now_ms();
-        let done = sqlx::query(concat!(
-            "UPDATE mail_accounts SET lease_owner = $1, lease_until = $2 ",
-            "WHERE id = $3 AND (lease_owner = $1 OR lease_owner = '' OR lease_until < $4)"
-        ))
-        .bind(owner)
-        .bind(now + lease_ms)
-        .bind(id)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE mail_accounts SET lease_until = $1 WHERE lease_owner = $2")
+            .bind(now + lease_ms)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE mail_accounts SET lease_owner = $1, lease_until = $2 WHERE lease_owner = '' OR lease_until < $3")
+            .bind(owner)
+            .bind(now + lease_ms)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Id, generation and lease holder of every account: what the supervisor polls.
+    pub async fn account_leases(&self) -> Result<Vec<AccountLease>> {
+        let rows = sqlx::query("SELECT id, generation, lease_owner, lease_until FROM mail_accounts ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AccountLease {
+                    id: r.try_get("id")?,
+                    generation: r.try_get("generation")?,
+                    lease_owner: r.try_get("lease_owner")?,
+                    lease_until: r.try_get("lease_until")?,
+                })
+            })
+            .collect()
     }
 
     pub async fn release_account(&self, id: i64, owner: &str) -> Result<()> {

@@ -74,9 +74,14 @@ pub fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
     });
 }
 
-/// A temporary directory the servers' unprivileged users can traverse.
+/// A temporary directory the servers' unprivileged users can traverse. With
+/// `TEST_KEEP_DIRS` set it survives the test, for reading server logs afterwards.
 pub fn shared_tempdir() -> TempDir {
-    let dir = tempfile::Builder::new().prefix("mailsync-test-").tempdir().expect("tempdir");
+    let mut dir = tempfile::Builder::new().prefix("mailsync-test-").tempdir().expect("tempdir");
+    if std::env::var_os("TEST_KEEP_DIRS").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("keeping {}", dir.path().display());
+    }
     set_mode(dir.path(), 0o755);
     dir
 }
