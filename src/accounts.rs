@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use crate::address::normalize_email;
 use crate::net::tls::load_ca_file;
+use crate::oauth::{CLIENT_SECRET_PURPOSE, Provider, REFRESH_TOKEN_PURPOSE, validate_token_url};
 use crate::secrets::{MasterKey, Secret};
 use crate::store::{AuthKind, NewAccount, NewPerson, StoreError, TlsMode, default_org};
 
@@ -28,7 +29,14 @@ pub struct AccountInput {
     /// Defaults to the email address.
     #[serde(default)]
     pub username: Option<String>,
-    pub password: Secret,
+    #[serde(default = "default_auth")]
+    pub auth: AuthKind,
+    /// For `auth = password`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// For `auth = xoauth2`.
+    #[serde(default)]
+    pub oauth: Option<OAuthInput>,
     /// Extra trusted CA certificates (PEM) for this account's servers.
     #[serde(default)]
     pub ca_file: Option<String>,
@@ -44,8 +52,27 @@ pub struct AccountInput {
     pub provider_saves_sent: bool,
 }
 
+/// The OAuth2 grant of an XOAUTH2 account (Gmail, Microsoft 365, or any RFC 6749 server).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthInput {
+    pub provider: Provider,
+    /// Required for `custom`; overrides the preset otherwise.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    pub client_id: String,
+    /// Absent for public clients.
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    pub refresh_token: Secret,
+}
+
 fn default_tls() -> TlsMode {
     TlsMode::Implicit
+}
+
+fn default_auth() -> AuthKind {
+    AuthKind::Password
 }
 
 impl AccountInput {
@@ -63,9 +90,41 @@ impl AccountInput {
         if username.trim().is_empty() || username.chars().any(char::is_control) {
             return Err(invalid("username must be non-empty printable text".into()));
         }
-        if self.password.expose().is_empty() {
-            return Err(invalid("the password is empty".into()));
-        }
+        let mut oauth_provider = String::new();
+        let mut oauth_token_url = String::new();
+        let mut oauth_client_id = String::new();
+        let mut oauth_client_secret = Vec::new();
+        let seal = |purpose: &str, secret: &Secret| key.seal(purpose, secret).map_err(|e| StoreError::Invalid(e.to_string()));
+        let sealed_secret = match (self.auth, &self.password, &self.oauth) {
+            (AuthKind::Password, Some(password), None) => {
+                if password.expose().is_empty() {
+                    return Err(invalid("the password is empty".into()));
+                }
+                seal(PASSWORD_PURPOSE, password)?
+            }
+            (AuthKind::Xoauth2, None, Some(o)) => {
+                let url = match (&o.token_url, o.provider.token_url()) {
+                    (Some(url), _) => url.clone(),
+                    (None, Some(preset)) => preset.to_string(),
+                    (None, None) => return Err(invalid("a custom OAuth provider needs a token URL".into())),
+                };
+                oauth_token_url = validate_token_url(&url).map_err(invalid)?;
+                if o.client_id.trim().is_empty() {
+                    return Err(invalid("the OAuth client id is empty".into()));
+                }
+                if o.refresh_token.expose().is_empty() {
+                    return Err(invalid("the OAuth refresh token is empty".into()));
+                }
+                oauth_provider = o.provider.as_str().to_string();
+                oauth_client_id = o.client_id.trim().to_string();
+                if let Some(secret) = o.client_secret.as_ref().filter(|s| !s.expose().is_empty()) {
+                    oauth_client_secret = seal(CLIENT_SECRET_PURPOSE, secret)?;
+                }
+                seal(REFRESH_TOKEN_PURPOSE, &o.refresh_token)?
+            }
+            (AuthKind::Password, _, _) => return Err(invalid("auth password takes a password and no oauth settings".into())),
+            (AuthKind::Xoauth2, _, _) => return Err(invalid("auth xoauth2 takes oauth settings and no password".into())),
+        };
         let ca_file = match self.ca_file.filter(|f| !f.is_empty()) {
             Some(f) => {
                 let path = std::path::absolute(Path::new(&f)).map_err(|e| invalid(format!("ca_file {f}: {e}")))?;
@@ -91,7 +150,6 @@ impl AccountInput {
         if imap_port == 0 || (!smtp_host.is_empty() && smtp_port == 0) {
             return Err(invalid("ports must be between 1 and 65535".into()));
         }
-        let sealed_secret = key.seal(PASSWORD_PURPOSE, &self.password).map_err(|e| invalid(e.to_string()))?;
         Ok(NewAccount {
             org,
             email,
@@ -99,9 +157,12 @@ impl AccountInput {
             imap_port,
             imap_tls: self.imap_tls,
             username,
-            auth: AuthKind::Password,
+            auth: self.auth,
             sealed_secret,
-            oauth_provider: String::new(),
+            oauth_provider,
+            oauth_token_url,
+            oauth_client_id,
+            oauth_client_secret,
             ca_file,
             smtp_host,
             smtp_port,
@@ -123,15 +184,16 @@ fn valid_host(field: &str, host: &str) -> Result<String, StoreError> {
     }
 }
 
-/// Reads a secret from a file (trailing newline removed) or from an environment variable.
-pub fn read_secret(file: Option<&Path>, env_var: Option<&str>) -> Result<Secret, String> {
+/// Reads a secret (named `what` in errors) from a file, trailing newline removed, or from
+/// an environment variable.
+pub fn read_secret(what: &str, file: Option<&Path>, env_var: Option<&str>) -> Result<Secret, String> {
     match (file, env_var) {
         (Some(path), None) => std::fs::read_to_string(path)
             .map(|s| Secret::new(s.trim_end_matches(['\r', '\n'])))
-            .map_err(|e| format!("cannot read password file {}: {e}", path.display())),
+            .map_err(|e| format!("cannot read {what} file {}: {e}", path.display())),
         (None, Some(var)) => std::env::var(var)
             .map(Secret::new)
             .map_err(|_| format!("environment variable {var} is not set (or not UTF-8)")),
-        _ => Err("give exactly one of --password-file or --password-env".into()),
+        _ => Err(format!("give exactly one file or environment variable for the {what}")),
     }
 }

@@ -8,12 +8,13 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::accounts::{AccountInput, read_secret};
+use crate::accounts::{AccountInput, OAuthInput, read_secret};
+use crate::oauth::Provider;
 use crate::config::Config;
 use crate::daemon;
 use crate::secrets::MasterKey;
 use crate::status::Status;
-use crate::store::{Account, Deal, NewDeal, NewPerson, Person, PersonKind, TlsMode};
+use crate::store::{Account, AuthKind, Deal, NewDeal, NewPerson, Person, PersonKind, TlsMode};
 
 #[derive(Debug, Parser)]
 #[command(name = "mailsync", version, about = "Email sync daemon for CRMs")]
@@ -104,12 +105,34 @@ pub struct AccountAddArgs {
     /// Default: the email address.
     #[arg(long)]
     pub username: Option<String>,
+    /// password (LOGIN/PLAIN over TLS) or xoauth2 (OAuth2 access tokens).
+    #[arg(long, value_enum, default_value = "password")]
+    pub auth: AuthArg,
     /// Read the password from this environment variable.
-    #[arg(long, value_name = "VAR", conflicts_with = "password_file", required_unless_present = "password_file")]
+    #[arg(long, value_name = "VAR", conflicts_with = "password_file")]
     pub password_env: Option<String>,
     /// Read the password from this file (a trailing newline is ignored).
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// xoauth2: google, microsoft, or custom (with --oauth-token-url).
+    #[arg(long, value_name = "PROVIDER")]
+    pub oauth_provider: Option<String>,
+    /// xoauth2: the token endpoint (overrides the provider's preset).
+    #[arg(long, value_name = "URL")]
+    pub oauth_token_url: Option<String>,
+    /// xoauth2: the OAuth client id.
+    #[arg(long, value_name = "ID")]
+    pub oauth_client_id: Option<String>,
+    /// xoauth2: read the client secret from this environment variable (confidential clients).
+    #[arg(long, value_name = "VAR", conflicts_with = "oauth_client_secret_file")]
+    pub oauth_client_secret_env: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub oauth_client_secret_file: Option<PathBuf>,
+    /// xoauth2: read the refresh token from this environment variable.
+    #[arg(long, value_name = "VAR", conflicts_with = "refresh_token_file")]
+    pub refresh_token_env: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub refresh_token_file: Option<PathBuf>,
     /// Extra trusted CA certificate(s), PEM, for this account's servers.
     #[arg(long, value_name = "FILE")]
     pub ca_file: Option<String>,
@@ -124,6 +147,12 @@ pub struct AccountAddArgs {
     pub provider_saves_sent: bool,
     #[command(flatten)]
     pub json: JsonFlag,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuthArg {
+    Password,
+    Xoauth2,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -317,8 +346,27 @@ async fn account(cmd: AccountCommand, config: &Config) -> anyhow::Result<()> {
     match cmd {
         AccountCommand::Add(args) => {
             // Everything that can fail without the store is checked before it is opened.
-            let password = read_secret(args.password_file.as_deref(), args.password_env.as_deref())
-                .map_err(anyhow::Error::msg)?;
+            let (auth, password, oauth) = match args.auth {
+                AuthArg::Password => {
+                    let password = read_secret("password", args.password_file.as_deref(), args.password_env.as_deref())
+                        .map_err(anyhow::Error::msg)?;
+                    (AuthKind::Password, Some(password), None)
+                }
+                AuthArg::Xoauth2 => {
+                    let provider = args.oauth_provider.as_deref().unwrap_or("custom");
+                    let provider = Provider::parse(provider)
+                        .ok_or_else(|| anyhow::anyhow!("--oauth-provider `{provider}` is not one of google, microsoft, custom"))?;
+                    let refresh_token = read_secret("refresh token", args.refresh_token_file.as_deref(), args.refresh_token_env.as_deref())
+                        .map_err(anyhow::Error::msg)?;
+                    let client_secret = match (&args.oauth_client_secret_file, &args.oauth_client_secret_env) {
+                        (None, None) => None,
+                        (file, env) => Some(read_secret("client secret", file.as_deref(), env.as_deref()).map_err(anyhow::Error::msg)?),
+                    };
+                    let client_id = args.oauth_client_id.clone().ok_or_else(|| anyhow::anyhow!("--auth xoauth2 needs --oauth-client-id"))?;
+                    let oauth = OAuthInput { provider, token_url: args.oauth_token_url.clone(), client_id, client_secret, refresh_token };
+                    (AuthKind::Xoauth2, None, Some(oauth))
+                }
+            };
             let key = MasterKey::load_or_create(&config.secrets.key_file)?;
             let input = AccountInput {
                 org: args.org,
@@ -327,7 +375,9 @@ async fn account(cmd: AccountCommand, config: &Config) -> anyhow::Result<()> {
                 imap_port: args.imap_port,
                 imap_tls: args.tls.into(),
                 username: args.username,
+                auth,
                 password,
+                oauth,
                 ca_file: args.ca_file,
                 smtp_host: args.smtp_host,
                 smtp_port: args.smtp_port,

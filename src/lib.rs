@@ -11,6 +11,7 @@ pub mod imap;
 pub mod ingest;
 pub mod logging;
 pub mod net;
+pub mod oauth;
 pub mod secrets;
 pub mod status;
 pub mod store;

@@ -27,7 +27,6 @@ pub struct ServerSettings {
     /// Trusts the webpki roots plus the account's CA file, if any.
     pub tls_connector: TlsConnector,
     pub username: String,
-    pub credential: Credential,
     pub connect_timeout: Duration,
     /// Longest silence tolerated from the server outside IDLE.
     pub io_timeout: Duration,
@@ -76,7 +75,7 @@ impl std::fmt::Debug for Connection {
 }
 
 /// Connects, secures, greets and logs in. Credentials are only ever sent over TLS.
-pub async fn connect(settings: &ServerSettings) -> Result<Connection, SyncError> {
+pub async fn connect(settings: &ServerSettings, credential: &Credential) -> Result<Connection, SyncError> {
     let connector = &settings.tls_connector;
     let tcp = connect_tcp(&settings.host, settings.port, settings.connect_timeout).await?;
     let (stream, timeouts) = TimeoutStream::new(tcp, settings.io_timeout, settings.io_timeout);
@@ -95,7 +94,7 @@ pub async fn connect(settings: &ServerSettings) -> Result<Connection, SyncError>
     if settings.tls == TlsMode::Implicit {
         greeting(&mut client).await?;
     }
-    let mut session = match &settings.credential {
+    let mut session = match credential {
         Credential::Password(password) => client
             .login(&settings.username, password.expose())
             .await

@@ -10,11 +10,30 @@ use async_imap::extensions::idle::IdleResponse;
 use imap_proto::{MailboxDatum, Response};
 use tokio::sync::watch;
 
-use super::connection::{Connection, ServerSettings, connect, drain_unsolicited};
-use super::error::SyncError;
+use super::connection::{Connection, Credential, ServerSettings, connect, drain_unsolicited};
+use super::error::{ErrorClass, SyncError};
 use super::folders::find_folders;
 use super::sync::{FolderSync, SyncOptions};
+use crate::oauth::TokenSource;
+use crate::secrets::Secret;
 use crate::store::{FolderRole, Store};
+
+/// Where a worker's login credential comes from.
+#[derive(Debug)]
+pub enum Credentials {
+    Password(Secret),
+    /// Access tokens, refreshed as they expire.
+    OAuth(Arc<TokenSource>),
+}
+
+impl Credentials {
+    async fn current(&self) -> Result<Credential, SyncError> {
+        match self {
+            Credentials::Password(p) => Ok(Credential::Password(p.clone())),
+            Credentials::OAuth(source) => Ok(Credential::AccessToken(source.access_token().await?)),
+        }
+    }
+}
 
 /// Everything a worker needs, fixed for its lifetime (a changed account gets a new worker).
 #[derive(Debug)]
@@ -23,6 +42,7 @@ pub struct WorkerContext {
     pub account_id: i64,
     pub org_id: i64,
     pub server: ServerSettings,
+    pub credentials: Credentials,
     pub sync: SyncOptions,
     /// IDLE is re-issued this often (servers drop IDLE after 30 minutes).
     pub idle_renew: Duration,
@@ -86,7 +106,17 @@ async fn session(
     backoff: &mut Backoff,
 ) -> Result<Exit, SyncError> {
     report(ctx, "connecting", None).await;
-    let mut conn = connect(&ctx.server).await?;
+    let credential = ctx.credentials.current().await?;
+    let mut conn = match connect(&ctx.server, &credential).await {
+        Err(e) if e.class == ErrorClass::AuthFailed && matches!(ctx.credentials, Credentials::OAuth(_)) => {
+            // The provider may revoke a token before its expiry: refresh once and retry.
+            if let Credentials::OAuth(source) = &ctx.credentials {
+                source.invalidate().await;
+            }
+            connect(&ctx.server, &ctx.credentials.current().await?).await?
+        }
+        other => other?,
+    };
     let names = find_folders(&mut conn.session).await?;
     let name = match role {
         FolderRole::Inbox => names.inbox,

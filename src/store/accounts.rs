@@ -68,6 +68,16 @@ impl std::str::FromStr for AuthKind {
     }
 }
 
+/// OAuth settings as stored; secrets sealed.
+#[derive(Debug, Clone)]
+pub struct OAuthStored {
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: Vec<u8>,
+    pub access_token: Vec<u8>,
+    pub access_token_expires_at: i64,
+}
+
 /// Which daemon holds an account, and which version of its settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AccountLease {
@@ -89,6 +99,10 @@ pub struct NewAccount {
     pub auth: AuthKind,
     pub sealed_secret: Vec<u8>,
     pub oauth_provider: String,
+    pub oauth_token_url: String,
+    pub oauth_client_id: String,
+    /// Sealed; empty for public clients.
+    pub oauth_client_secret: Vec<u8>,
     pub ca_file: String,
     pub smtp_host: String,
     pub smtp_port: u16,
@@ -180,8 +194,8 @@ impl Store {
         let id: i64 = sqlx::query_scalar(concat!(
             "INSERT INTO mail_accounts (user_id, email, imap_host, imap_port, imap_tls, username, ",
             "auth, secret, oauth_provider, ca_file, smtp_host, smtp_port, smtp_tls, ",
-            "provider_saves_sent, created_at, updated_at) ",
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15) RETURNING id"
+            "provider_saves_sent, created_at, updated_at, oauth_token_url, oauth_client_id, oauth_client_secret) ",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $15, $16, $17, $18) RETURNING id"
         ))
         .bind(user_id)
         .bind(&new.email)
@@ -198,6 +212,9 @@ impl Store {
         .bind(new.smtp_tls.as_str())
         .bind(i64::from(new.provider_saves_sent))
         .bind(now)
+        .bind(&new.oauth_token_url)
+        .bind(&new.oauth_client_id)
+        .bind(&new.oauth_client_secret)
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| conflict_or(e, || format!("user {} already has a mail account", new.email)))?;
@@ -270,6 +287,46 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The OAuth client settings and cached access token of an XOAUTH2 account.
+    pub async fn oauth_settings(&self, id: i64) -> Result<OAuthStored> {
+        let row = sqlx::query(concat!(
+            "SELECT oauth_token_url, oauth_client_id, oauth_client_secret, access_token, access_token_expires_at ",
+            "FROM mail_accounts WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no mail account with id {id}")))?;
+        Ok(OAuthStored {
+            token_url: row.try_get("oauth_token_url")?,
+            client_id: row.try_get("oauth_client_id")?,
+            client_secret: row.try_get("oauth_client_secret")?,
+            access_token: row.try_get("access_token")?,
+            access_token_expires_at: row.try_get("access_token_expires_at")?,
+        })
+    }
+
+    /// Keeps a refreshed access token (sealed) and, if the provider rotated it, the new
+    /// refresh token (sealed).
+    pub async fn save_oauth_tokens(&self, id: i64, access_token: &[u8], expires_at: i64, refresh_token: Option<&[u8]>) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE mail_accounts SET access_token = $1, access_token_expires_at = $2 WHERE id = $3")
+            .bind(access_token)
+            .bind(expires_at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(refresh_token) = refresh_token {
+            sqlx::query("UPDATE mail_accounts SET secret = $1 WHERE id = $2")
+                .bind(refresh_token)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub async fn release_account(&self, id: i64, owner: &str) -> Result<()> {

@@ -12,6 +12,8 @@
 //! servers drop privileges themselves). Everything waits by polling with a deadline.
 #![allow(dead_code)]
 
+pub mod oauth;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -297,7 +299,11 @@ lda_mailbox_autocreate = yes
     }
 
     fn launch(&mut self) {
+        use std::os::unix::process::CommandExt;
+        // Its own process group, so that stop() ends the client processes too: Dovecot's
+        // master leaves running imap processes alive when it exits.
         let mut child = Command::new("dovecot")
+            .process_group(0)
             .arg("-F")
             .arg("-c")
             .arg(self.dir.path().join("dovecot.conf"))
@@ -312,9 +318,12 @@ lda_mailbox_autocreate = yes
         self.child = Some(child);
     }
 
+    /// Stops Dovecot and every process it started: connected clients see the server go.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let group = format!("-{}", child.id());
             kill(&mut child);
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         }
     }
 
@@ -385,8 +394,10 @@ lda_mailbox_autocreate = yes
         for sub in ["cur", "new", "tmp"] {
             std::fs::create_dir_all(base.join(sub)).expect("maildir");
         }
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         for (i, raw) in messages.iter().enumerate() {
-            let name = format!("{}.M{i}P{}.rig:2,S", 1_700_000_000 + i, std::process::id());
+            let name = format!("{}.M{i}P{}R{call}.rig:2,S", 1_700_000_000 + i, std::process::id());
             std::fs::write(base.join("cur").join(name), raw).expect("write message");
         }
         run(Command::new("chown").args(["-R", "nobody:nogroup"]).arg(self.dir.path().join("mail").join(user)));
