@@ -76,7 +76,7 @@ pub struct JsonFlag {
 #[derive(Debug, Subcommand)]
 pub enum AccountCommand {
     /// Add a mail account (and its user and organization when new); prints its id.
-    Add(AccountAddArgs),
+    Add(Box<AccountAddArgs>),
     /// List mail accounts.
     List(JsonFlag),
     /// Show one mail account.

@@ -84,7 +84,7 @@ async fn run_folder(ctx: Arc<WorkerContext>, role: FolderRole, mut shutdown: wat
                 tracing::warn!(account = ctx.account_id, folder = role.as_str(), class = %e.class, error = %e.detail, "sync failed");
                 report(&ctx, "error", Some(&e)).await;
                 if e.is_transient() {
-                    backoff.next()
+                    backoff.next_delay()
                 } else {
                     // Nothing will change until the account does (the supervisor then starts
                     // a new worker); retry rarely in case the server side is fixed.
@@ -238,7 +238,7 @@ impl Backoff {
         Backoff { base, max, attempt: 0 }
     }
 
-    pub fn next(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let exp = self.base.saturating_mul(1u32 << self.attempt.min(16));
         self.attempt += 1;
         let capped = exp.min(self.max);
@@ -260,14 +260,14 @@ mod tests {
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
         let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        let first = b.next();
+        let first = b.next_delay();
         assert!(first >= Duration::from_millis(800) && first <= Duration::from_millis(1200), "{first:?}");
-        let second = b.next();
+        let second = b.next_delay();
         assert!(second >= Duration::from_millis(1600), "{second:?}");
         for _ in 0..20 {
-            assert!(b.next() <= Duration::from_secs(72));
+            assert!(b.next_delay() <= Duration::from_secs(72));
         }
         b.reset();
-        assert!(b.next() <= Duration::from_millis(1200));
+        assert!(b.next_delay() <= Duration::from_millis(1200));
     }
 }
