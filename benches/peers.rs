@@ -422,7 +422,7 @@ fn start_daemon_json(dir: &Path, url: &str) -> Daemon {
     // BENCH_LOG_LEVEL=debug shows per-batch timings in the daemon's log.
     let level = std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into());
     // Production's account check interval (the tests use a faster one).
-    let text = text.replace("account_check_ms = 200", "account_check_ms = 2000");
+    let text = text.replace("account_check_ms = 200\n", "account_check_ms = 2000\n");
     let text = text.replace("format = \"text\"\nlevel = \"info,mailsync=debug\"", &format!("format = \"json\"\nlevel = \"{level}\""));
     std::fs::write(&config, text).expect("config");
     Daemon::start(dir, url)
@@ -532,19 +532,7 @@ async fn push_figures(args: &Args, rows: &mut Vec<Row>, backend: &str) {
                 let id = format!("push-{backend}-{n}-{i}@bench.example");
                 dovecot.deliver(user, &message("x@y.example", user, "push", &id, "x"));
                 let delivered = Instant::now();
-                poll_async(Duration::from_secs(60), "pushed message", || {
-                    let store = store.clone();
-                    let id = id.clone();
-                    async move {
-                        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE message_id = $1")
-                            .bind(id)
-                            .fetch_one(store.pool())
-                            .await
-                            .ok()?;
-                        (n == 1).then_some(())
-                    }
-                })
-                .await;
+                wait_for_message(&store, &id, Duration::from_secs(60)).await;
                 latencies.push(delivered.elapsed().as_secs_f64());
             }
             latencies.sort_by(f64::total_cmp);

@@ -85,6 +85,14 @@ pub enum AccountCommand {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Replace a password account's password; its worker restarts with it.
+    SetPassword {
+        id: i64,
+        #[arg(long, value_name = "VAR", conflicts_with = "password_file", required_unless_present = "password_file")]
+        password_env: Option<String>,
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
     /// Remove a mail account; its synced messages stay in the CRM.
     Remove { id: i64 },
 }
@@ -398,6 +406,19 @@ async fn account(cmd: AccountCommand, config: &Config) -> anyhow::Result<()> {
             let store = daemon::open_store(config).await?;
             let account = store.account(id).await?;
             print(json.json, &account, || account_table(std::slice::from_ref(&account)))
+        }
+        AccountCommand::SetPassword { id, password_env, password_file } => {
+            let password = read_secret("password", password_file.as_deref(), password_env.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            if password.expose().is_empty() {
+                anyhow::bail!("the password is empty");
+            }
+            let key = MasterKey::load_or_create(&config.secrets.key_file)?;
+            let sealed = key.seal(crate::accounts::PASSWORD_PURPOSE, &password)?;
+            let store = daemon::open_store(config).await?;
+            store.set_account_password(id, &sealed).await?;
+            println!("password of mail account {id} replaced");
+            Ok(())
         }
         AccountCommand::Remove { id } => {
             let store = daemon::open_store(config).await?;

@@ -165,19 +165,7 @@ async fn lmtp_delivery_during_idle_is_stored_within_a_second() {
         let id = format!("push-{i}@y.example");
         dovecot.deliver(user, &message("x@y.example", user, "pushed", &id, "x"));
         let delivered = Instant::now();
-        poll_async(Duration::from_secs(30), "pushed message stored", || {
-            let store = store.clone();
-            let id = id.clone();
-            async move {
-                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE message_id = $1")
-                    .bind(id)
-                    .fetch_one(store.pool())
-                    .await
-                    .ok()?;
-                (n == 1).then_some(())
-            }
-        })
-        .await;
+        wait_for_message(&store, &id, Duration::from_secs(30)).await;
         latencies.push(delivered.elapsed());
     }
     latencies.sort();
@@ -239,14 +227,7 @@ async fn reconnects_after_dovecot_restart_and_survives_uidvalidity_change() {
     dovecot.stop();
     dovecot.relaunch();
     dovecot.deliver(user, &message("x@y.example", user, "during restart", "restart-1@y.example", "x"));
-    poll_async(SYNC_DEADLINE, "mail delivered across the restart", || async {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE message_id = 'restart-1@y.example'")
-            .fetch_one(store.pool())
-            .await
-            .ok()?;
-        (n == 1).then_some(())
-    })
-    .await;
+    wait_for_message(&store, "restart-1@y.example", SYNC_DEADLINE).await;
 
     // A person's link on one message must survive the server renumbering everything.
     let linked: i64 = sqlx::query_scalar("SELECT id FROM messages WHERE message_id = 'v-7@y.example'")
@@ -330,19 +311,23 @@ async fn each_failure_is_classified_and_other_accounts_keep_syncing() {
     // The good account synced and still receives push mail.
     wait_initial_sync(&store, good, 2).await;
     dovecot.deliver("good@example.com", &message("x@y.example", "good@example.com", "still here", "alive-1@y.example", "x"));
-    poll_async(SYNC_DEADLINE, "push to the good account", || async {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE message_id = 'alive-1@y.example'")
-            .fetch_one(store.pool())
-            .await
-            .ok()?;
-        (n == 1).then_some(())
-    })
-    .await;
+    wait_for_message(&store, "alive-1@y.example", SYNC_DEADLINE).await;
     assert_eq!(daemon.api("GET", "/healthz", None).0, 200);
     let status: serde_json::Value = serde_json::from_str(&ok(mailsync(d, url).args(["status", "--json"]))).unwrap();
     let classes: Vec<&str> = status["accounts"].as_array().unwrap().iter().map(|a| a["error_class"].as_str().unwrap()).collect();
     assert_eq!(classes, vec!["", "auth_failed", "certificate_invalid", "host_or_port_wrong", "tls_required"]);
     assert!(!daemon.log().contains("pw-good"), "no password in the log");
+
+    // The operator fixes the password: the worker restarts with it and syncs, without a
+    // daemon restart.
+    std::fs::write(d.join("right-pw"), "pw-right").unwrap();
+    ok(mailsync(d, url).args(["account", "set-password", &wrong.to_string(), "--password-file", "right-pw"]));
+    wait_initial_sync(&store, wrong, 2).await;
+    poll_async(SYNC_DEADLINE, "the fixed account idle without error", || async {
+        let a = store.account(wrong).await.ok()?;
+        (a.error_class.is_empty() && a.state == "idle").then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -374,14 +359,7 @@ async fn server_without_idle_is_polled_and_missing_sent_is_reported() {
     .await;
 
     dovecot.deliver(user, &message("x@y.example", user, "polled", "poll-1@y.example", "x"));
-    poll_async(SYNC_DEADLINE, "polled mail", || async {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE message_id = 'poll-1@y.example'")
-            .fetch_one(store.pool())
-            .await
-            .ok()?;
-        (n == 1).then_some(())
-    })
-    .await;
+    wait_for_message(&store, "poll-1@y.example", SYNC_DEADLINE).await;
     assert!(!dovecot.rawlog_commands().contains(" IDLE"), "IDLE was never sent\n{}", daemon.log());
     assert!(dovecot.rawlog_commands().contains(" NOOP"), "it polled");
 }

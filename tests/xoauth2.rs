@@ -68,14 +68,7 @@ async fn xoauth2_login_refreshes_the_access_token_after_expiry() {
     // (LMTP would look the user up in a passdb; this one exists only for OAuth.)
     dovecot.write_maildir(user, "", &[message("x@y.example", user, "after refresh", "oauth-2@y.example", "x")]);
     dovecot.relaunch();
-    poll_async(DEADLINE, "mail synced with a refreshed token", || async {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE message_id = 'oauth-2@y.example'")
-            .fetch_one(store.pool())
-            .await
-            .ok()?;
-        (n == 1).then_some(())
-    })
-    .await;
+    wait_for_message(&store, "oauth-2@y.example", DEADLINE).await;
     let accepted = oauth.accepted_tokens();
     let new_tokens: Vec<&String> = accepted.iter().filter(|t| !first.contains(t)).collect();
     assert!(!new_tokens.is_empty(), "a refreshed token was used: {accepted:?}, {} refreshes\n{}\n{}", oauth.refreshes(), daemon.log(), dovecot.log());

@@ -80,6 +80,29 @@ pub async fn show_account(State(state): State<AppState>, path: Result<Path<i64>,
     Ok(Json(state.store.account(id(path)?).await?).into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordInput {
+    password: crate::secrets::Secret,
+}
+
+pub async fn set_account_password(
+    State(state): State<AppState>,
+    path: Result<Path<i64>, PathRejection>,
+    payload: Result<Json<PasswordInput>, JsonRejection>,
+) -> ApiResult {
+    let id = id(path)?;
+    let input = body(payload)?;
+    if input.password.expose().is_empty() {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "the password is empty"));
+    }
+    let sealed = state
+        .key
+        .seal(crate::accounts::PASSWORD_PURPOSE, &input.password)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok(Json(state.store.set_account_password(id, &sealed).await?).into_response())
+}
+
 pub async fn remove_account(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
     state.store.remove_account(id(path)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -9,7 +9,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -109,48 +109,41 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimeoutStream<S> {
     }
 }
 
+impl<S> TimeoutStream<S> {
+    /// Applies the write deadline to a write-side poll of the inner stream.
+    fn write_deadline<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match polled {
+            Poll::Ready(result) => {
+                self.write_deadline = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending if expired(&mut self.write_deadline, self.write_timeout, cx) => {
+                self.write_deadline = None;
+                Poll::Ready(Err(timed_out("write", self.write_timeout)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for TimeoutStream<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_write(cx, data) {
-            Poll::Ready(result) => {
-                this.write_deadline = None;
-                if let Ok(n) = &result {
-                    this.counters.written.fetch_add(*n as u64, Ordering::Relaxed);
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => {
-                if expired(&mut this.write_deadline, this.write_timeout, cx) {
-                    this.write_deadline = None;
-                    return Poll::Ready(Err(timed_out("write", this.write_timeout)));
-                }
-                Poll::Pending
-            }
+        let polled = Pin::new(&mut this.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = &polled {
+            this.counters.written.fetch_add(*n as u64, Ordering::Relaxed);
         }
+        this.write_deadline(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_flush(cx) {
-            Poll::Ready(result) => {
-                this.write_deadline = None;
-                Poll::Ready(result)
-            }
-            Poll::Pending => {
-                if expired(&mut this.write_deadline, this.write_timeout, cx) {
-                    this.write_deadline = None;
-                    return Poll::Ready(Err(timed_out("write", this.write_timeout)));
-                }
-                Poll::Pending
-            }
-        }
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.write_deadline(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let result = ready!(Pin::new(&mut this.inner).poll_shutdown(cx));
-        Poll::Ready(result)
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

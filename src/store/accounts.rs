@@ -338,6 +338,28 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a password account's sealed password. Bumps the generation, so the
+    /// supervisor restarts the account's worker with it, and clears the last error.
+    pub async fn set_account_password(&self, id: i64, sealed: &[u8]) -> Result<Account> {
+        let done = sqlx::query(concat!(
+            "UPDATE mail_accounts SET secret = $1, generation = generation + 1, state = 'new', ",
+            "error_class = '', error_message = '', updated_at = $2 WHERE id = $3 AND auth = 'password'"
+        ))
+        .bind(sealed)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            let account = self.account(id).await?;
+            return Err(StoreError::Invalid(format!(
+                "mail account {id} uses {}; only password accounts have a password",
+                account.auth.as_str()
+            )));
+        }
+        self.account(id).await
+    }
+
     /// Removes the account and everything synced through it; messages stay in the CRM.
     pub async fn remove_account(&self, id: i64) -> Result<()> {
         let done = sqlx::query("DELETE FROM mail_accounts WHERE id = $1")

@@ -66,6 +66,19 @@ where
     }
 }
 
+/// Waits until the store holds a message with this Message-ID.
+pub async fn wait_for_message(store: &mailsync::store::Store, message_id: &str, deadline: Duration) {
+    poll_async(deadline, &format!("message <{message_id}> stored"), || async {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE message_id = $1")
+            .bind(message_id)
+            .fetch_one(store.pool())
+            .await
+            .ok()?;
+        (n == 1).then_some(())
+    })
+    .await
+}
+
 pub fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
     poll(START_DEADLINE, what, || {
         if let Ok(Some(status)) = child.try_wait() {
