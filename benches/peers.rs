@@ -606,17 +606,20 @@ fn chart(args: &Args, rows: &[Row]) {
     }
     let data = args.out.join("latest.dat");
     let mut f = std::fs::File::create(&data).expect("dat");
+    // Mixed units: each metric as a percentage of the peer's value (peer = 100).
     for r in &compared {
-        let label = format!("{} ({})", r.metric.replace('"', "'"), r.unit);
         let peer = r.peer.as_ref().map_or(0.0, |(_, v)| *v);
-        writeln!(f, "\"{label}\" {} {}", r.mailsync, peer).expect("write dat");
+        let label = format!("{}\\n{:.2} vs {:.2} {}", r.metric.replace('"', "'"), r.mailsync, peer, r.unit);
+        let relative = if peer > 0.0 { r.mailsync / peer * 100.0 } else { 0.0 };
+        writeln!(f, "\"{label}\" {relative} 100").expect("write dat");
     }
     let png = args.out.join("latest.png");
     let script = format!(
-        "set terminal png size 1200,{h}\nset output '{png}'\nset style data histograms\nset style fill solid 0.8\n\
-         set key top right\nset xtics rotate by -25\nset title 'mailsync vs peer (lower is better)'\nset yrange [0:*]\n\
-         plot '{data}' using 2:xtic(1) title 'mailsync', '' using 3 title 'peer'\n",
-        h = 600,
+        "set terminal png size 1400,{h}\nset output '{png}'\nset style data histograms\nset style fill solid 0.8\n\
+         set key top right\nset xtics rotate by -20 font ',9'\nset bmargin 14\nset rmargin 12\n\
+         set ylabel '% of the peer (peer = 100)'\nset title 'mailsync against its peer, same run (lower is better)'\n\
+         set yrange [0:*]\nplot '{data}' using 2:xtic(1) title 'mailsync', '' using 3 title 'peer'\n",
+        h = 700,
         png = png.display(),
         data = data.display(),
     );
