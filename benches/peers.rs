@@ -407,6 +407,11 @@ async fn restart_unchanged(run: &SyncRun) -> RestartRun {
     })
     .await;
     daemon.terminate();
+    if let Ok(keep) = std::env::var("BENCH_KEEP_LOG") {
+        static RESTARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = RESTARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = std::fs::copy(run.dir.path().join("daemon.log"), format!("{keep}.restart{n}.log"));
+    }
     let max_folder_ms = lines.iter().map(|l| l["elapsed_ms"].as_u64().unwrap_or(0)).max().unwrap_or(0);
     let bytes: u64 = lines
         .iter()

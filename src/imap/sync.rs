@@ -53,8 +53,11 @@ impl FolderSync {
         name: &str,
         opts: SyncOptions,
     ) -> Result<FolderSync, SyncError> {
+        let started = std::time::Instant::now();
         let mut folder = store.ensure_folder(account_id, role, name).await?;
+        let ensure_ms = started.elapsed().as_millis() as u64;
         let mailbox = select(conn, name).await?;
+        tracing::debug!(folder = name, ensure_ms, select_ms = started.elapsed().as_millis() as u64 - ensure_ms, "selected");
         let uidvalidity = i64::from(
             mailbox
                 .uid_validity

@@ -106,6 +106,7 @@ async fn session(
     backoff: &mut Backoff,
 ) -> Result<Exit, SyncError> {
     report(ctx, "connecting", None).await;
+    let connecting = std::time::Instant::now();
     let credential = ctx.credentials.current().await?;
     let mut conn = match connect(&ctx.server, &credential).await {
         Err(e) if e.class == ErrorClass::AuthFailed && matches!(ctx.credentials, Credentials::OAuth(_)) => {
@@ -117,7 +118,9 @@ async fn session(
         }
         other => other?,
     };
+    let connect_ms = connecting.elapsed().as_millis() as u64;
     let names = find_folders(&mut conn.session).await?;
+    tracing::debug!(account = ctx.account_id, connect_ms, list_ms = connecting.elapsed().as_millis() as u64 - connect_ms, "connected");
     let name = match role {
         FolderRole::Inbox => names.inbox,
         FolderRole::Sent => match names.sent {
