@@ -363,3 +363,47 @@ async fn server_without_idle_is_polled_and_missing_sent_is_reported() {
     assert!(!dovecot.rawlog_commands().contains(" IDLE"), "IDLE was never sent\n{}", daemon.log());
     assert!(dovecot.rawlog_commands().contains(" NOOP"), "it polled");
 }
+
+#[tokio::test]
+async fn expunged_messages_are_marked_removed_and_stay_in_the_crm() {
+    let user = "hal@example.com";
+    let dovecot = Dovecot::start(&[(user, "pw-hal")]);
+    let corpus: Vec<String> =
+        (0..5).map(|i| message("x@y.example", user, &format!("m{i}"), &format!("gone-{i}@y.example"), "x")).collect();
+    dovecot.write_maildir(user, "", &corpus);
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let account = add_account(dir.path(), db.url(), &dovecot, user, "pw-hal");
+    let _daemon = Daemon::start(dir.path(), db.url());
+    let store = db.store().await;
+    wait_initial_sync(&store, account, 2).await;
+
+    // Another client deletes one message (here: its maildir file) while we idle.
+    let cur = dovecot.dir.path().join("mail").join(user).join("cur");
+    let victim = std::fs::read_dir(&cur)
+        .unwrap()
+        .flatten()
+        .find(|e| std::fs::read_to_string(e.path()).unwrap_or_default().contains("gone-2@y.example"))
+        .expect("the message file");
+    std::fs::remove_file(victim.path()).unwrap();
+    // Something new arrives too, so Dovecot notices the folder changed.
+    dovecot.deliver(user, &message("x@y.example", user, "new", "gone-new@y.example", "x"));
+    wait_for_message(&store, "gone-new@y.example", SYNC_DEADLINE).await;
+    poll_async(SYNC_DEADLINE, "the expunged location marked removed", || async {
+        let removed: i64 = sqlx::query_scalar(concat!(
+            "SELECT COUNT(*) FROM message_locations l JOIN messages m ON m.id = l.message_id ",
+            "WHERE m.message_id = 'gone-2@y.example' AND l.removed_at > 0"
+        ))
+        .fetch_one(store.pool())
+        .await
+        .ok()?;
+        (removed == 1).then_some(())
+    })
+    .await;
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM messages").await, 6, "the message stays in the CRM");
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM message_locations WHERE removed_at = 0").await, 5);
+    let listed = ok(mailsync(dir.path(), db.url()).args(["messages", "list", "--account", &account.to_string(), "--json"]));
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let gone = listed.as_array().unwrap().iter().find(|m| m["message_id"] == "gone-2@y.example").unwrap();
+    assert_eq!(gone["folders"], serde_json::json!([]), "no longer in any folder");
+}

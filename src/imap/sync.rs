@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use async_imap::types::Mailbox;
 
-use super::connection::{Connection, drain_unsolicited};
+use super::connection::{Connection, MailboxNews, drain_unsolicited};
 use super::error::{ErrorClass, SyncError};
 use super::fetch::{FetchedBatch, fetch_batch};
 use crate::ingest::{self, Screen};
@@ -39,6 +39,9 @@ pub struct FolderSync {
     /// The batch being committed while the next one is fetched (at most one, so commits
     /// land in order).
     pending: Option<JoinHandle<Result<BatchOutcome, StoreError>>>,
+    /// The server reported an expunge (in any response, to any command) that is not
+    /// reconciled yet.
+    expunge_seen: bool,
 }
 
 impl FolderSync {
@@ -78,7 +81,7 @@ impl FolderSync {
         folder.server_messages = exists;
         folder.uidnext = uidnext;
         folder.highestmodseq = modseq;
-        let mut sync = FolderSync { store: store.clone(), org_id, folder, opts, commands: 1, stored: 0, pending: None };
+        let mut sync = FolderSync { store: store.clone(), org_id, folder, opts, commands: 1, stored: 0, pending: None, expunge_seen: false };
 
         let unchanged = sync.folder.initial_sync_done
             && uidnext == sync.folder.synced_high_uid + 1
@@ -91,18 +94,30 @@ impl FolderSync {
             } else {
                 sync.backfill(conn).await?;
             }
-            sync.settle().await?;
         }
+        if sync.expunge_seen && sync.folder.initial_sync_done {
+            sync.reconcile_expunges(conn).await?;
+        }
+        sync.settle().await?;
         Ok(sync)
     }
 
     /// After the server signalled a change: new mail first, then expunges.
     pub async fn refresh(&mut self, conn: &mut Connection, expunged: bool) -> Result<(), SyncError> {
+        self.expunge_seen |= expunged;
         self.fetch_new(conn).await?;
-        if expunged {
+        if self.expunge_seen {
             self.reconcile_expunges(conn).await?;
         }
         self.settle().await
+    }
+
+    /// Reads the unsolicited responses that arrived with the last command and remembers
+    /// what they announced. Dropping them would lose expunges reported mid-command.
+    fn absorb(&mut self, conn: &Connection) -> MailboxNews {
+        let news = drain_unsolicited(&conn.session);
+        self.expunge_seen |= news.expunged;
+        news
     }
 
     fn started(&self) -> bool {
@@ -117,7 +132,7 @@ impl FolderSync {
         let high = self.folder.synced_high_uid;
         let found = conn.session.uid_search(format!("UID {}:*", high + 1)).await?;
         self.commands += 1;
-        drain_unsolicited(&conn.session);
+        self.absorb(conn);
         // `N:*` always matches the highest UID, even one below N.
         let mut uids: Vec<u32> = found.into_iter().filter(|&u| i64::from(u) > high).collect();
         uids.sort_unstable();
@@ -139,7 +154,7 @@ impl FolderSync {
         };
         let found = conn.session.uid_search(&query).await?;
         self.commands += 1;
-        drain_unsolicited(&conn.session);
+        self.absorb(conn);
         let low = self.folder.synced_low_uid;
         let started = self.started();
         let mut uids: Vec<u32> = found.into_iter().filter(|&u| !started || i64::from(u) < low).collect();
@@ -166,7 +181,7 @@ impl FolderSync {
             cursor.initial_sync_done = i == last;
             self.commit(batch, cursor).await?;
             // Mail that arrives during a long backfill is stored before older mail.
-            if drain_unsolicited(&conn.session).exists.is_some() {
+            if self.absorb(conn).exists.is_some() {
                 self.fetch_new(conn).await?;
             }
         }
@@ -176,9 +191,10 @@ impl FolderSync {
     /// Marks stored UIDs that are gone from the server as removed.
     async fn reconcile_expunges(&mut self, conn: &mut Connection) -> Result<(), SyncError> {
         self.settle().await?;
+        self.expunge_seen = false;
         let server: HashSet<u32> = conn.session.uid_search("ALL").await?;
         self.commands += 1;
-        drain_unsolicited(&conn.session);
+        self.absorb(conn);
         let present = self.store.present_uids(self.folder.id, self.folder.uidvalidity).await?;
         let gone: Vec<i64> = present
             .into_iter()
@@ -198,6 +214,7 @@ impl FolderSync {
     async fn fetch(&mut self, conn: &mut Connection, uids: &[u32]) -> Result<FetchedBatch, SyncError> {
         let batch = fetch_batch(&mut conn.session, uids, &self.opts.screen, self.opts.max_text_bytes).await?;
         self.commands += batch.commands;
+        self.absorb(conn);
         Ok(batch)
     }
 
