@@ -407,3 +407,33 @@ async fn expunged_messages_are_marked_removed_and_stay_in_the_crm() {
     let gone = listed.as_array().unwrap().iter().find(|m| m["message_id"] == "gone-2@y.example").unwrap();
     assert_eq!(gone["folders"], serde_json::json!([]), "no longer in any folder");
 }
+
+#[tokio::test]
+async fn backfill_window_limits_the_first_sync_to_recent_mail() {
+    let user = "ida@example.com";
+    let dovecot = Dovecot::start(&[(user, "pw-ida")]);
+    let corpus: Vec<String> =
+        (0..5).map(|i| message("x@y.example", user, &format!("m{i}"), &format!("window-{i}@y.example"), "x")).collect();
+    dovecot.write_maildir(user, "", &corpus);
+    // Two messages arrived long ago: a maildir file's mtime is its IMAP internal date.
+    let cur = dovecot.dir.path().join("mail").join(user).join("cur");
+    for entry in std::fs::read_dir(&cur).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if text.contains("window-0@") || text.contains("window-1@") {
+            let status = std::process::Command::new("touch").args(["-d", "2020-01-01"]).arg(entry.path()).status().unwrap();
+            assert!(status.success());
+        }
+    }
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), db.url(), "backfill_days = 30");
+    let account = add_account(dir.path(), db.url(), &dovecot, user, "pw-ida");
+    let _daemon = Daemon::start(dir.path(), db.url());
+    let store = db.store().await;
+    wait_initial_sync(&store, account, 2).await;
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM messages").await, 3, "only the last 30 days");
+    assert_eq!(count(&store, "SELECT COUNT(*) FROM messages WHERE message_id IN ('window-0@y.example', 'window-1@y.example')").await, 0);
+    // New mail still arrives.
+    dovecot.deliver(user, &message("x@y.example", user, "new", "window-new@y.example", "x"));
+    wait_for_message(&store, "window-new@y.example", SYNC_DEADLINE).await;
+}
