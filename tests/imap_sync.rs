@@ -437,3 +437,65 @@ async fn backfill_window_limits_the_first_sync_to_recent_mail() {
     dovecot.deliver(user, &message("x@y.example", user, "new", "window-new@y.example", "x"));
     wait_for_message(&store, "window-new@y.example", SYNC_DEADLINE).await;
 }
+
+/// A reply message with threading headers.
+fn reply(id: &str, in_reply_to: &str, references: &[&str], to: &str) -> String {
+    format!(
+        "From: x@y.example\r\nTo: {to}\r\nSubject: Re: chain\r\nMessage-ID: <{id}>\r\nIn-Reply-To: <{in_reply_to}>\r\n\
+         References: {}\r\nDate: Sat, 21 Nov 2026 10:00:00 +0000\r\n\r\nbody\r\n",
+        references.iter().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(" ")
+    )
+}
+
+#[tokio::test]
+async fn reply_chains_delivered_out_of_order_end_in_one_thread() {
+    let user = "joe@example.com";
+    let dovecot = Dovecot::start(&[(user, "pw-joe")]);
+    dovecot.write_maildir(user, "", &[message("x@y.example", user, "unrelated", "lone@y.example", "x")]);
+    for db in TestDb::both() {
+        let dir = tempfile::tempdir().unwrap();
+        let account = add_account(dir.path(), db.url(), &dovecot, user, "pw-joe");
+        let daemon = Daemon::start(dir.path(), db.url());
+        let store = db.store().await;
+        wait_initial_sync(&store, account, 2).await;
+        let tag = db.label();
+        let id = |n: &str| format!("{n}-{tag}@chain.example");
+        let (a, b, c, d) = (id("a"), id("b"), id("c"), id("d"));
+        // Two partial chains first: D replies to C (C unseen), B replies to A (A unseen).
+        dovecot.deliver(user, &reply(&d, &c, &[&c], user));
+        dovecot.deliver(user, &reply(&b, &a, &[&a], user));
+        wait_for_message(&store, &b, SYNC_DEADLINE).await;
+        wait_for_message(&store, &d, SYNC_DEADLINE).await;
+        let apart: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT thread_id) FROM messages WHERE message_id IN ($1, $2)")
+            .bind(&b)
+            .bind(&d)
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(apart, 2, "{tag}: two partial threads before the link arrives");
+        // C arrives only with In-Reply-To B: it links the two partial chains into one.
+        dovecot.deliver(user, &reply(&c, &b, &[], user));
+        // The root arrives last.
+        dovecot.deliver(user, &message("x@y.example", user, "chain", &a, "root"));
+        wait_for_message(&store, &a, SYNC_DEADLINE).await;
+        wait_for_message(&store, &c, SYNC_DEADLINE).await;
+        let threads: Vec<Option<i64>> = sqlx::query_scalar(
+            "SELECT thread_id FROM messages WHERE message_id IN ($1, $2, $3, $4) ORDER BY message_id",
+        )
+        .bind(&a)
+        .bind(&b)
+        .bind(&c)
+        .bind(&d)
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(threads.len(), 4, "{tag}");
+        assert!(threads[0].is_some() && threads.iter().all(|t| *t == threads[0]), "{tag}: {threads:?}\n{}", daemon.log());
+        let lone: Option<i64> = sqlx::query_scalar("SELECT thread_id FROM messages WHERE message_id = 'lone@y.example'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert!(lone.is_some() && lone != threads[0], "{tag}: an unrelated message has its own thread");
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM messages WHERE thread_id IS NULL").await, 0);
+    }
+}

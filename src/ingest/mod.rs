@@ -5,6 +5,7 @@
 //! this module and nowhere else; sources only fetch bytes and acknowledge.
 
 mod parse;
+pub mod thread;
 
 pub use parse::{
     AttachmentMeta, MAX_REFERENCES, ParsedMessage, Participant, Role, TextPart, parse_parts, parse_raw,

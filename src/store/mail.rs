@@ -175,6 +175,13 @@ impl Store {
             // (Sources that acknowledge, like the BCC drop, keep synchronous commits.)
             sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
         }
+        // Threading reads, then writes, the organization's thread keys: one batch at a time
+        // per organization. Writing the organization's row first takes PostgreSQL's row
+        // lock, and SQLite's write lock before any read (so no snapshot upgrade can fail).
+        sqlx::query("UPDATE organizations SET created_at = created_at WHERE id = $1")
+            .bind(batch.org_id)
+            .execute(&mut *tx)
+            .await?;
         let now = now_ms();
         let messages: Vec<&ParsedMessage> = batch.messages.iter().map(|(_, m)| m).collect();
         let (ids, new_ids) = insert_messages(&mut tx, self.backend, batch.org_id, &messages, "imap", now).await?;
@@ -466,11 +473,13 @@ pub(crate) async fn insert_messages(
     source: &str,
     now: i64,
 ) -> Result<(Vec<i64>, Vec<i64>)> {
+    let threads = assign_threads(tx, backend, org_id, messages, now).await?;
     let refs: Vec<String> = messages.iter().map(|m| m.references.join(" ")).collect();
-    let rows: Vec<[Value; 12]> = messages
+    let rows: Vec<[Value; 13]> = messages
         .iter()
         .zip(&refs)
-        .map(|(m, refs)| {
+        .zip(&threads)
+        .map(|((m, refs), thread)| {
             [
                 Value::Int(org_id),
                 Value::Text(&m.message_id),
@@ -484,6 +493,7 @@ pub(crate) async fn insert_messages(
                 Value::Text(&m.body_html),
                 Value::Text(source),
                 Value::Int(now),
+                Value::Int(*thread),
             ]
         })
         .collect();
@@ -491,7 +501,7 @@ pub(crate) async fn insert_messages(
         tx,
         backend,
         "INSERT INTO messages (org_id, message_id, subject, sent_at, size, in_reply_to, refs, gm_thrid, \
-         body_text, body_html, source, created_at) VALUES ",
+         body_text, body_html, source, created_at, thread_id) VALUES ",
         " ON CONFLICT (org_id, message_id) DO NOTHING RETURNING id, message_id",
         &rows,
     )
@@ -571,6 +581,93 @@ pub(crate) async fn insert_messages(
     )
     .await?;
     Ok((ids, new_ids))
+}
+
+/// Puts every message of a batch in a thread (the grouping rule is
+/// [`crate::ingest::thread`]): creates the threads that are new, merges stored threads
+/// that the batch links, records every key. Returns each message's thread id, in order.
+async fn assign_threads(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    org_id: i64,
+    messages: &[&ParsedMessage],
+    now: i64,
+) -> Result<Vec<i64>> {
+    use crate::ingest::thread::{group, thread_keys};
+    let keys: Vec<Vec<String>> = messages.iter().map(|m| thread_keys(m)).collect();
+    let mut all: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
+    all.sort_unstable();
+    all.dedup();
+    let mut stored: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for chunk in all.chunks(MAX_PARAMS - 1) {
+        let mut sql = String::from("SELECT ref, thread_id FROM thread_refs WHERE org_id = ");
+        placeholder(backend, 1, &mut sql);
+        sql.push_str(" AND ref IN (");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            placeholder(backend, i + 2, &mut sql);
+        }
+        sql.push(')');
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org_id);
+        for k in chunk {
+            query = query.bind(*k);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            stored.insert(row.try_get("ref")?, row.try_get("thread_id")?);
+        }
+    }
+    let groups = group(&keys, &stored);
+    let fresh = groups.iter().filter(|g| g.existing.is_empty()).count();
+    let rows: Vec<[Value; 2]> = (0..fresh).map(|_| [Value::Int(org_id), Value::Int(now)]).collect();
+    // New threads are empty and interchangeable, so the order of RETURNING does not matter.
+    let mut new_ids = insert_rows(tx, backend, "INSERT INTO threads (org_id, created_at) VALUES ", " RETURNING id", &rows)
+        .await?
+        .into_iter()
+        .map(|r| r.try_get::<i64, _>("id"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut assigned = vec![0i64; messages.len()];
+    let mut key_rows: Vec<[Value; 3]> = Vec::new();
+    for g in &groups {
+        let target = match g.target() {
+            Some(t) => t,
+            None => new_ids.pop().ok_or_else(|| StoreError::Invalid("thread creation returned too few ids".into()))?,
+        };
+        for &other in g.existing.iter().filter(|&&t| t != target) {
+            merge_thread(tx, other, target).await?;
+        }
+        for &i in &g.members {
+            assigned[i] = target;
+            for k in &keys[i] {
+                key_rows.push([Value::Int(org_id), Value::Text(k), Value::Int(target)]);
+            }
+        }
+    }
+    insert_rows(tx, backend, "INSERT INTO thread_refs (org_id, ref, thread_id) VALUES ", " ON CONFLICT (org_id, ref) DO NOTHING", &key_rows)
+        .await?;
+    Ok(assigned)
+}
+
+/// Folds thread `from` into `into`: its keys, messages and links move; where both link
+/// the same record, a person's unlink (dissociated) wins, so merging never re-links.
+async fn merge_thread(tx: &mut Transaction<'_, Any>, from: i64, into: i64) -> Result<()> {
+    for sql in [
+        "UPDATE thread_refs SET thread_id = $2 WHERE thread_id = $1",
+        "UPDATE messages SET thread_id = $2 WHERE thread_id = $1",
+        "UPDATE thread_links SET state = 'dissociated' WHERE thread_id = $2 AND state = 'active' AND EXISTS \
+         (SELECT 1 FROM thread_links o WHERE o.thread_id = $1 AND o.entity_kind = thread_links.entity_kind \
+         AND o.entity_id = thread_links.entity_id AND o.state = 'dissociated')",
+        "UPDATE thread_links SET thread_id = $2 WHERE thread_id = $1 AND NOT EXISTS \
+         (SELECT 1 FROM thread_links t WHERE t.thread_id = $2 AND t.entity_kind = thread_links.entity_kind \
+         AND t.entity_id = thread_links.entity_id)",
+        "DELETE FROM thread_links WHERE thread_id = $1",
+        "DELETE FROM threads WHERE id = $1 AND $2 <> $1",
+    ] {
+        sqlx::query(sql).bind(from).bind(into).execute(&mut **tx).await?;
+    }
+    tracing::debug!(from, into, "threads merged");
+    Ok(())
 }
 
 fn folder_from_row(row: &AnyRow) -> Result<Folder> {
