@@ -47,6 +47,8 @@ pub fn generate(user: &str, total: usize, seed: u64) -> Corpus {
     let contacts: Vec<String> = (0..2000).map(|i| format!("contact{i}@client{}.example", i % 300)).collect();
     let mut corpus = Corpus { inbox: Vec::new(), sent: Vec::new(), bytes: 0, with_attachments: 0, mass_mailings: 0, replies: 0 };
     let base_time: i64 = 1_735_689_600; // 2025-01-01
+    // Conversations: a reply continues one of the recently active ones, as in real mail.
+    let mut conversations: Vec<Vec<usize>> = Vec::new();
     for i in 0..total {
         let sent = i % 5 == 4;
         let contact = &contacts[rng.below(contacts.len() as u64) as usize];
@@ -57,17 +59,22 @@ pub fn generate(user: &str, total: usize, seed: u64) -> Corpus {
             to = (0..n).map(|k| format!("list{k}@bulk.example")).collect::<Vec<_>>().join(",\r\n ");
             corpus.mass_mailings += 1;
         }
-        let reply = i > 0 && rng.chance(40);
+        let reply = !conversations.is_empty() && rng.chance(40);
         let mut threading = String::new();
         let mut subject = format!("{} {}", WORDS[rng.below(WORDS.len() as u64) as usize], i);
         if reply {
-            let parent = rng.below(i as u64);
-            let grandparent = rng.below(parent.max(1));
-            threading = format!(
-                "In-Reply-To: <bench-{parent}@corpus.example>\r\nReferences: <bench-{grandparent}@corpus.example> <bench-{parent}@corpus.example>\r\n"
-            );
-            subject = format!("Re: {subject}");
+            let recent = conversations.len().min(300);
+            let c = conversations.len() - 1 - rng.below(recent as u64) as usize;
+            let chain = &mut conversations[c];
+            let parent = *chain.last().unwrap_or(&0);
+            let refs: Vec<String> =
+                chain.iter().rev().take(10).rev().map(|m| format!("<bench-{m}@corpus.example>")).collect();
+            threading = format!("In-Reply-To: <bench-{parent}@corpus.example>\r\nReferences: {}\r\n", refs.join(" "));
+            subject = format!("Re: thread {}", chain[0]);
+            chain.push(i);
             corpus.replies += 1;
+        } else {
+            conversations.push(vec![i]);
         }
         let date = date_header(base_time + i as i64 * 600);
         let cc = if rng.chance(20) { format!("Cc: {}\r\n", contacts[rng.below(contacts.len() as u64) as usize]) } else { String::new() };

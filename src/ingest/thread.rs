@@ -37,13 +37,6 @@ pub struct Group {
     pub existing: Vec<i64>,
 }
 
-impl Group {
-    /// The thread the group ends in: the oldest stored one, if any.
-    pub fn target(&self) -> Option<i64> {
-        self.existing.iter().copied().min()
-    }
-}
-
 /// Groups a batch's messages (given by their keys) with each other and with the stored
 /// threads their keys already belong to.
 pub fn group(keys: &[Vec<String>], stored: &HashMap<String, i64>) -> Vec<Group> {
@@ -124,10 +117,9 @@ mod tests {
     #[test]
     fn a_linking_message_merges_stored_threads() {
         let stored = HashMap::from([("a".to_string(), 7), ("b".to_string(), 7), ("c".to_string(), 3), ("d".to_string(), 3)]);
-        // C (stored as a reference of D) replies to B: threads 7 and 3 become one, 3.
+        // C (stored as a reference of D) replies to B: threads 7 and 3 must merge.
         let groups = group(&keys(&[&["c", "b", "a"]]), &stored);
         assert_eq!(groups.len(), 1);
-        assert_eq!(groups[0].target(), Some(3));
         let mut existing = groups[0].existing.clone();
         existing.sort();
         assert_eq!(existing, vec![3, 7]);

@@ -630,9 +630,10 @@ async fn assign_threads(
     let mut assigned = vec![0i64; messages.len()];
     let mut key_rows: Vec<[Value; 3]> = Vec::new();
     for g in &groups {
-        let target = match g.target() {
-            Some(t) => t,
-            None => new_ids.pop().ok_or_else(|| StoreError::Invalid("thread creation returned too few ids".into()))?,
+        let target = match g.existing.len() {
+            0 => new_ids.pop().ok_or_else(|| StoreError::Invalid("thread creation returned too few ids".into()))?,
+            1 => g.existing[0],
+            _ => largest_thread(tx, backend, &g.existing).await?,
         };
         for &other in g.existing.iter().filter(|&&t| t != target) {
             merge_thread(tx, other, target).await?;
@@ -647,6 +648,31 @@ async fn assign_threads(
     insert_rows(tx, backend, "INSERT INTO thread_refs (org_id, ref, thread_id) VALUES ", " ON CONFLICT (org_id, ref) DO NOTHING", &key_rows)
         .await?;
     Ok(assigned)
+}
+
+/// Of threads about to merge, the one with the most keys: folding the smaller ones into it
+/// moves each row O(log n) times at most (union by size), however threads grow.
+async fn largest_thread(tx: &mut Transaction<'_, Any>, backend: Backend, threads: &[i64]) -> Result<i64> {
+    let mut sql = String::from("SELECT thread_id, COUNT(*) AS n FROM thread_refs WHERE thread_id IN (");
+    for i in 0..threads.len() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        placeholder(backend, i + 1, &mut sql);
+    }
+    sql.push_str(") GROUP BY thread_id");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for t in threads {
+        query = query.bind(*t);
+    }
+    let mut best = (threads.iter().copied().min().unwrap_or(0), -1i64);
+    for row in query.fetch_all(&mut **tx).await? {
+        let (t, n): (i64, i64) = (row.try_get("thread_id")?, row.try_get("n")?);
+        if n > best.1 || (n == best.1 && t < best.0) {
+            best = (t, n);
+        }
+    }
+    Ok(best.0)
 }
 
 /// Folds thread `from` into `into`: its keys, messages and links move; where both link
