@@ -78,14 +78,14 @@ pub fn group(keys: &[Vec<String>], stored: &HashMap<String, i64>) -> Vec<Group> 
     }
     let mut groups: Vec<Group> = Vec::new();
     let mut index: HashMap<usize, usize> = HashMap::new();
-    for i in 0..keys.len() {
+    for (i, message_keys) in keys.iter().enumerate() {
         let root = find(&mut parent, i);
         let g = *index.entry(root).or_insert_with(|| {
             groups.push(Group { members: Vec::new(), existing: Vec::new() });
             groups.len() - 1
         });
         groups[g].members.push(i);
-        for k in &keys[i] {
+        for k in message_keys {
             if let Some(&t) = stored.get(k)
                 && !groups[g].existing.contains(&t)
             {
