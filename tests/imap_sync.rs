@@ -499,3 +499,101 @@ async fn reply_chains_delivered_out_of_order_end_in_one_thread() {
         assert_eq!(count(&store, "SELECT COUNT(*) FROM messages WHERE thread_id IS NULL").await, 0);
     }
 }
+
+/// `(message_id, kind:entity_id:origin)` of every active link, sorted.
+async fn links(store: &mailsync::store::Store) -> Vec<(String, String)> {
+    let rows: Vec<(String, String, i64, String)> = sqlx::query_as(concat!(
+        "SELECT m.message_id, l.entity_kind, l.entity_id, l.origin FROM message_links l ",
+        "JOIN messages m ON m.id = l.message_id WHERE l.state = 'active' ORDER BY m.message_id, l.entity_kind, l.entity_id"
+    ))
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    rows.into_iter().map(|(m, k, id, o)| (m, format!("{k}:{id}:{o}"))).collect()
+}
+
+#[tokio::test]
+async fn messages_link_to_exactly_the_records_whose_addresses_they_carry() {
+    let owner = "kim@acme.example";
+    let with_bcc = |from: &str, to: &str, cc: &str, bcc: &str, id: &str| {
+        format!(
+            "From: {from}\r\nTo: {to}\r\nCc: {cc}\r\nBcc: {bcc}\r\nSubject: s\r\nMessage-ID: <{id}>\r\n\
+             Date: Sat, 21 Nov 2026 10:00:00 +0000\r\n\r\nbody\r\n"
+        )
+    };
+    let fill = |dovecot: &Dovecot| {
+    dovecot.write_maildir(owner, "", &[
+        message("ann@client.example", owner, "from ann", "m1@x.example", "x"),
+        with_bcc("someone@else.example", owner, "lee@prospect.example", "nobody@else.example", "m2@x.example"),
+        with_bcc("someone@else.example", owner, "nobody@else.example", "bo@client.example", "m3@x.example"),
+    ]);
+    dovecot.write_maildir(owner, ".Sent", &[with_bcc(owner, "ann@client.example", "nobody@else.example", "bo@client.example", "s1@x.example")]);
+    };
+    for db in TestDb::both() {
+        // A mailbox per backend: replies delivered in one pass must not reach the next.
+        let dovecot = Dovecot::start(&[(owner, "pw-kim")]);
+        fill(&dovecot);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let ms = || mailsync(d, db.url());
+        let id_of = |out: String| serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_i64().unwrap();
+        std::fs::write(d.join("pw"), "pw-kim").unwrap();
+        let account = id_of(ok(ms()
+            .args(["account", "add", "--org", "acme", "--email", owner, "--imap-host", "localhost", "--json"])
+            .args(["--imap-port", &dovecot.imaps_port.to_string(), "--password-file", "pw"])
+            .arg("--ca-file")
+            .arg(&certs().ca)));
+        let ann = id_of(ok(ms().args(["contact", "add", "--org", "acme", "--email", "ann@client.example", "--json"])));
+        let bo = id_of(ok(ms().args(["contact", "add", "--org", "acme", "--email", "bo@client.example", "--json"])));
+        let lee = id_of(ok(ms().args(["lead", "add", "--org", "acme", "--email", "lee@prospect.example", "--json"])));
+        ok(ms().args(["contact", "add", "--org", "acme", "--name", "Kim herself", "--email", owner]));
+        ok(ms().args(["contact", "add", "--org", "other", "--email", "ann@client.example"]));
+        let deal = id_of(ok(ms().args(["deal", "add", "--org", "acme", "--title", "D", "--json"])));
+
+        let _daemon = Daemon::start(d, db.url());
+        let store = db.store().await;
+        wait_initial_sync(&store, account, 2).await;
+        let tag = db.label();
+        let expected = vec![
+            ("m1@x.example".to_string(), format!("contact:{ann}:address")),
+            ("m2@x.example".to_string(), format!("lead:{lee}:address")),
+            ("s1@x.example".to_string(), format!("contact:{ann}:address")),
+            ("s1@x.example".to_string(), format!("contact:{bo}:address")),
+        ];
+        assert_eq!(links(&store).await, expected, "{tag}: exact links, no other org, no owner, Bcc only when sent");
+
+        // A thread linked to a deal collects its replies; a thread a person unlinked from a
+        // lead is not re-linked by a reply that carries the lead's address.
+        let thread = |m: &'static str| {
+            let store = store.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("SELECT thread_id FROM messages WHERE message_id = $1")
+                    .bind(m)
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap()
+            }
+        };
+        sqlx::query("INSERT INTO thread_links (thread_id, entity_kind, entity_id, origin, state) VALUES ($1, 'deal', $2, 'manual', 'active')")
+            .bind(thread("m1@x.example").await)
+            .bind(deal)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO thread_links (thread_id, entity_kind, entity_id, origin, state) VALUES ($1, 'lead', $2, 'manual', 'dissociated')")
+            .bind(thread("m2@x.example").await)
+            .bind(lee)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let r1 = format!("r1-{tag}@x.example");
+        let r2 = format!("r2-{tag}@x.example");
+        dovecot.deliver(owner, &reply(&r1, "m1@x.example", &["m1@x.example"], owner));
+        dovecot.deliver(owner, &reply(&r2, "m2@x.example", &["m2@x.example"], "lee@prospect.example"));
+        wait_for_message(&store, &r1, SYNC_DEADLINE).await;
+        wait_for_message(&store, &r2, SYNC_DEADLINE).await;
+        let all = links(&store).await;
+        assert!(all.contains(&(r1.clone(), format!("deal:{deal}:thread"))), "{tag}: {all:?}");
+        assert!(!all.iter().any(|(m, _)| *m == r2), "{tag}: the unlinked thread stays unlinked: {all:?}");
+    }
+}

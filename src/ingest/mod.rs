@@ -14,6 +14,14 @@ pub use parse::{
 
 use crate::store::{BatchOutcome, FolderBatch, Result, Store};
 
+/// Linking by address: the participant roles whose addresses link a message to the
+/// organization's leads and contacts. Bcc counts only in mail the owner sent (a Bcc
+/// header in received mail says nothing about who took part). The account owner's own
+/// addresses never link.
+pub fn linking_roles(sent: bool) -> &'static [&'static str] {
+    if sent { &["from", "to", "cc", "bcc"] } else { &["from", "to", "cc"] }
+}
+
 /// Why a message is not stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkipReason {

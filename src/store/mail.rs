@@ -185,6 +185,7 @@ impl Store {
         let now = now_ms();
         let messages: Vec<&ParsedMessage> = batch.messages.iter().map(|(_, m)| m).collect();
         let (ids, new_ids) = insert_messages(&mut tx, self.backend, batch.org_id, &messages, "imap", now).await?;
+        link_new_messages(&mut tx, self.backend, batch.folder_id, &new_ids, now).await?;
         let outcome = BatchOutcome {
             duplicates: messages.len() - new_ids.len(),
             new_message_ids: new_ids,
@@ -648,6 +649,97 @@ async fn assign_threads(
     insert_rows(tx, backend, "INSERT INTO thread_refs (org_id, ref, thread_id) VALUES ", " ON CONFLICT (org_id, ref) DO NOTHING", &key_rows)
         .await?;
     Ok(assigned)
+}
+
+/// Links newly stored messages of a folder: by address to the organization's leads and
+/// contacts (roles from [`crate::ingest::linking_roles`], the owner's addresses excluded),
+/// and to whatever their thread is linked to. Existing link rows, including a person's
+/// unlink, are never overwritten, and a thread a person unlinked from a record is never
+/// linked to it again by address.
+async fn link_new_messages(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    folder_id: i64,
+    new_ids: &[i64],
+    now: i64,
+) -> Result<()> {
+    if new_ids.is_empty() {
+        return Ok(());
+    }
+    let row = sqlx::query("SELECT f.role, a.user_id FROM folders f JOIN mail_accounts a ON a.id = f.account_id WHERE f.id = $1")
+        .bind(folder_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let sent = row.try_get::<String, _>("role")? == FolderRole::Sent.as_str();
+    let owner: i64 = row.try_get("user_id")?;
+    let roles = crate::ingest::linking_roles(sent);
+    for chunk in new_ids.chunks(MAX_PARAMS / 2) {
+        // Parameters: now (twice), owner, the roles, then the message ids.
+        let mut n = 0;
+        let mut next = |sql: &mut String| {
+            n += 1;
+            placeholder(backend, n, sql);
+        };
+        let mut sql = String::from(
+            "INSERT INTO message_links (message_id, entity_kind, entity_id, origin, state, created_at, updated_at) \
+             SELECT DISTINCT p.message_id, ea.entity_kind, ea.entity_id, 'address', 'active', ",
+        );
+        next(&mut sql);
+        sql.push_str(", ");
+        next(&mut sql);
+        sql.push_str(" FROM participants p JOIN messages m ON m.id = p.message_id \
+             JOIN entity_addresses ea ON ea.org_id = m.org_id AND ea.kind = 'email' AND ea.value = p.address \
+             WHERE p.address NOT IN (SELECT address FROM user_addresses WHERE user_id = ");
+        next(&mut sql);
+        sql.push_str(") AND p.role IN (");
+        for (i, _) in roles.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            next(&mut sql);
+        }
+        sql.push_str(") AND NOT EXISTS (SELECT 1 FROM thread_links tl WHERE tl.thread_id = m.thread_id \
+             AND tl.entity_kind = ea.entity_kind AND tl.entity_id = ea.entity_id AND tl.state = 'dissociated') \
+             AND p.message_id IN (");
+        for (i, _) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            next(&mut sql);
+        }
+        sql.push_str(") ON CONFLICT (message_id, entity_kind, entity_id) DO NOTHING");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(now).bind(owner);
+        for role in roles {
+            query = query.bind(*role);
+        }
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        query.execute(&mut **tx).await?;
+
+        let mut sql = String::from(
+            "INSERT INTO message_links (message_id, entity_kind, entity_id, origin, state, created_at, updated_at) \
+             SELECT m.id, tl.entity_kind, tl.entity_id, 'thread', 'active', ",
+        );
+        placeholder(backend, 1, &mut sql);
+        sql.push_str(", ");
+        placeholder(backend, 2, &mut sql);
+        sql.push_str(" FROM messages m JOIN thread_links tl ON tl.thread_id = m.thread_id AND tl.state = 'active' \
+             WHERE m.id IN (");
+        for i in 0..chunk.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            placeholder(backend, i + 3, &mut sql);
+        }
+        sql.push_str(") ON CONFLICT (message_id, entity_kind, entity_id) DO NOTHING");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(now);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// Of threads about to merge, the one with the most keys: folding the smaller ones into it
