@@ -39,12 +39,17 @@ pub struct Corpus {
     pub replies: usize,
 }
 
+/// The 2,000 addresses the corpus's mail is exchanged with (the CRM's contacts).
+pub fn correspondents() -> Vec<String> {
+    (0..2000).map(|i| format!("contact{i}@client{}.example", i % 300)).collect()
+}
+
 /// `total` messages, 80% INBOX and 20% Sent, 10% with 10-200 KB attachments, 1% with
 /// more than 100 recipients, 40% replies; text bodies sized so that 50,000 messages
 /// come to about 870 MB.
 pub fn generate(user: &str, total: usize, seed: u64) -> Corpus {
     let mut rng = Rng::new(seed);
-    let contacts: Vec<String> = (0..2000).map(|i| format!("contact{i}@client{}.example", i % 300)).collect();
+    let contacts = correspondents();
     let mut corpus = Corpus { inbox: Vec::new(), sent: Vec::new(), bytes: 0, with_attachments: 0, mass_mailings: 0, replies: 0 };
     let base_time: i64 = 1_735_689_600; // 2025-01-01
     // Conversations: a reply continues one of the recently active ones, as in real mail.

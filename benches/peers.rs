@@ -354,6 +354,13 @@ async fn run_mailsync(dovecot: &Dovecot, user: &str, backend: &str, expected_sto
     let dir = tempfile::tempdir().expect("tempdir");
     write_config(dir.path(), db.url(), "");
     let account = add_account(dir.path(), db.url(), dovecot, user, PASSWORD);
+    // The CRM knows everyone the mailbox corresponds with, so matching has work to do.
+    let csv: String = std::iter::once("name,email".to_string())
+        .chain(corpus::correspondents().iter().enumerate().map(|(i, e)| format!("Contact {i},{e}")))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.path().join("contacts.csv"), csv).expect("contacts.csv");
+    ok(mailsync(dir.path(), db.url()).args(["contact", "import", "contacts.csv"]));
     let store = db.store().await;
     let started = Instant::now();
     let mut daemon = start_daemon_json(dir.path(), db.url());
@@ -380,6 +387,8 @@ async fn run_mailsync(dovecot: &Dovecot, user: &str, backend: &str, expected_sto
     eprintln!("  mailsync CPU {:.2} s in {secs:.2} s wall", cpu_ticks(daemon.child.id()) as f64 / 100.0);
     let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(store.pool()).await.expect("count");
     assert!(stored >= expected_stored, "stored {stored} of {expected_stored}");
+    let linked: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT message_id) FROM message_links").fetch_one(store.pool()).await.expect("count");
+    eprintln!("  {linked} of {stored} messages linked to contacts");
     let commands = poll_async(Duration::from_secs(30), "sync log lines", || async {
         let lines = in_sync_lines(&daemon.log());
         (lines.len() >= 2).then(|| lines.iter().map(|l| l["commands"].as_u64().unwrap_or(0)).sum())
