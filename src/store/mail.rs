@@ -423,6 +423,45 @@ fn placeholder(backend: Backend, i: usize, sql: &mut String) {
     }
 }
 
+/// Appends `count` comma-separated placeholders numbered from `first`; returns the number
+/// of the next placeholder.
+fn placeholders(backend: Backend, first: usize, count: usize, sql: &mut String) -> usize {
+    for i in 0..count {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        placeholder(backend, first + i, sql);
+    }
+    first + count
+}
+
+/// Rows of `select` (which names a table with an `org_id` column) for one organization
+/// whose `column` is one of `values`, in as few statements as the parameter limit allows.
+async fn fetch_by_org_in(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    select: &str,
+    column: &str,
+    org_id: i64,
+    values: &[&str],
+) -> Result<Vec<AnyRow>> {
+    let mut rows = Vec::new();
+    for chunk in values.chunks(MAX_PARAMS - 1) {
+        let mut sql = format!("{select} WHERE org_id = ");
+        placeholder(backend, 1, &mut sql);
+        sql.push_str(&format!(" AND {column} IN ("));
+        placeholders(backend, 2, chunk.len(), &mut sql);
+        sql.push(')');
+        // Only placeholders and the caller's fixed identifiers are interpolated.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org_id);
+        for value in chunk {
+            query = query.bind(*value);
+        }
+        rows.extend(query.fetch_all(&mut **tx).await?);
+    }
+    Ok(rows)
+}
+
 /// Runs `head VALUES (...), (...) tail` over `rows`, chunked to stay under [`MAX_PARAMS`].
 /// Returns the rows the statements returned (for a `RETURNING` tail). `head` and `tail`
 /// must not contain placeholders.
@@ -439,12 +478,7 @@ pub(crate) async fn insert_rows<const N: usize>(
         sql.push_str(head);
         for (r, _) in chunk.iter().enumerate() {
             sql.push_str(if r == 0 { "(" } else { ", (" });
-            for c in 0..N {
-                if c > 0 {
-                    sql.push_str(", ");
-                }
-                placeholder(backend, r * N + c + 1, &mut sql);
-            }
+            placeholders(backend, r * N + 1, N, &mut sql);
             sql.push(')');
         }
         sql.push_str(tail);
@@ -512,31 +546,13 @@ pub(crate) async fn insert_messages(
         by_message_id.insert(row.try_get("message_id")?, (row.try_get("id")?, true));
     }
     // Messages the organization already had: one lookup for the whole batch.
-    let missing: Vec<[Value; 1]> = messages
+    let missing: Vec<&str> = messages
         .iter()
         .filter(|m| !by_message_id.contains_key(&m.message_id))
-        .map(|m| [Value::Text(&m.message_id)])
+        .map(|m| m.message_id.as_str())
         .collect();
-    for chunk in missing.chunks(MAX_PARAMS - 1) {
-        let mut sql = String::from("SELECT id, message_id FROM messages WHERE org_id = ");
-        placeholder(backend, 1, &mut sql);
-        sql.push_str(" AND message_id IN (");
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            placeholder(backend, i + 2, &mut sql);
-        }
-        sql.push(')');
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org_id);
-        for [v] in chunk {
-            if let Value::Text(t) = v {
-                query = query.bind(*t);
-            }
-        }
-        for row in query.fetch_all(&mut **tx).await? {
-            by_message_id.insert(row.try_get("message_id")?, (row.try_get("id")?, false));
-        }
+    for row in fetch_by_org_in(tx, backend, "SELECT id, message_id FROM messages", "message_id", org_id, &missing).await? {
+        by_message_id.insert(row.try_get("message_id")?, (row.try_get("id")?, false));
     }
     let mut ids = Vec::with_capacity(messages.len());
     let mut new_ids = Vec::new();
@@ -600,24 +616,8 @@ async fn assign_threads(
     all.sort_unstable();
     all.dedup();
     let mut stored: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-    for chunk in all.chunks(MAX_PARAMS - 1) {
-        let mut sql = String::from("SELECT ref, thread_id FROM thread_refs WHERE org_id = ");
-        placeholder(backend, 1, &mut sql);
-        sql.push_str(" AND ref IN (");
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            placeholder(backend, i + 2, &mut sql);
-        }
-        sql.push(')');
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(org_id);
-        for k in chunk {
-            query = query.bind(*k);
-        }
-        for row in query.fetch_all(&mut **tx).await? {
-            stored.insert(row.try_get("ref")?, row.try_get("thread_id")?);
-        }
+    for row in fetch_by_org_in(tx, backend, "SELECT ref, thread_id FROM thread_refs", "ref", org_id, &all).await? {
+        stored.insert(row.try_get("ref")?, row.try_get("thread_id")?);
     }
     let groups = group(&keys, &stored);
     let fresh = groups.iter().filter(|g| g.existing.is_empty()).count();
@@ -675,38 +675,21 @@ async fn link_new_messages(
     let roles = crate::ingest::linking_roles(sent);
     for chunk in new_ids.chunks(MAX_PARAMS / 2) {
         // Parameters: now (twice), owner, the roles, then the message ids.
-        let mut n = 0;
-        let mut next = |sql: &mut String| {
-            n += 1;
-            placeholder(backend, n, sql);
-        };
         let mut sql = String::from(
             "INSERT INTO message_links (message_id, entity_kind, entity_id, origin, state, created_at, updated_at) \
              SELECT DISTINCT p.message_id, ea.entity_kind, ea.entity_id, 'address', 'active', ",
         );
-        next(&mut sql);
-        sql.push_str(", ");
-        next(&mut sql);
+        let n = placeholders(backend, 1, 2, &mut sql);
         sql.push_str(" FROM participants p JOIN messages m ON m.id = p.message_id \
              JOIN entity_addresses ea ON ea.org_id = m.org_id AND ea.kind = 'email' AND ea.value = p.address \
              WHERE p.address NOT IN (SELECT address FROM user_addresses WHERE user_id = ");
-        next(&mut sql);
+        let n = placeholders(backend, n, 1, &mut sql);
         sql.push_str(") AND p.role IN (");
-        for (i, _) in roles.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            next(&mut sql);
-        }
+        let n = placeholders(backend, n, roles.len(), &mut sql);
         sql.push_str(") AND NOT EXISTS (SELECT 1 FROM thread_links tl WHERE tl.thread_id = m.thread_id \
              AND tl.entity_kind = ea.entity_kind AND tl.entity_id = ea.entity_id AND tl.state = 'dissociated') \
              AND p.message_id IN (");
-        for (i, _) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            next(&mut sql);
-        }
+        placeholders(backend, n, chunk.len(), &mut sql);
         sql.push_str(") ON CONFLICT (message_id, entity_kind, entity_id) DO NOTHING");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(now).bind(owner);
         for role in roles {
@@ -721,17 +704,10 @@ async fn link_new_messages(
             "INSERT INTO message_links (message_id, entity_kind, entity_id, origin, state, created_at, updated_at) \
              SELECT m.id, tl.entity_kind, tl.entity_id, 'thread', 'active', ",
         );
-        placeholder(backend, 1, &mut sql);
-        sql.push_str(", ");
-        placeholder(backend, 2, &mut sql);
+        let n = placeholders(backend, 1, 2, &mut sql);
         sql.push_str(" FROM messages m JOIN thread_links tl ON tl.thread_id = m.thread_id AND tl.state = 'active' \
              WHERE m.id IN (");
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            placeholder(backend, i + 3, &mut sql);
-        }
+        placeholders(backend, n, chunk.len(), &mut sql);
         sql.push_str(") ON CONFLICT (message_id, entity_kind, entity_id) DO NOTHING");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(now);
         for id in chunk {
@@ -746,12 +722,7 @@ async fn link_new_messages(
 /// moves each row O(log n) times at most (union by size), however threads grow.
 async fn largest_thread(tx: &mut Transaction<'_, Any>, backend: Backend, threads: &[i64]) -> Result<i64> {
     let mut sql = String::from("SELECT thread_id, COUNT(*) AS n FROM thread_refs WHERE thread_id IN (");
-    for i in 0..threads.len() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        placeholder(backend, i + 1, &mut sql);
-    }
+    placeholders(backend, 1, threads.len(), &mut sql);
     sql.push_str(") GROUP BY thread_id");
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for t in threads {
