@@ -505,7 +505,7 @@ async fn push_figures(args: &Args, rows: &mut Vec<Row>, backend: &str) {
         })
         .await;
         eprintln!("{backend}: {n} accounts in sync in {:.1?}", started.elapsed());
-        // Let Dovecot hibernate the idle connections before measuring.
+        // Let start-up work (first commits, allocator, SQLite cache) settle before measuring idle cost.
         tokio::time::sleep(Duration::from_secs(8)).await;
 
         if args.figures.contains(&4) && n == max_accounts {
