@@ -14,7 +14,10 @@ use crate::config::Config;
 use crate::daemon;
 use crate::secrets::MasterKey;
 use crate::status::Status;
-use crate::store::{Account, AuthKind, Deal, NewDeal, NewPerson, Person, PersonKind, TlsMode};
+use crate::store::{
+    Account, AuthKind, AutoCreate, Deal, LinkRequest, LinkView, MessageSummary, NewDeal, NewPerson, OrgSettings, Person,
+    PersonKind, StoreError, TlsMode, one_entity,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "mailsync", version, about = "Email sync daemon for CRMs")]
@@ -49,14 +52,105 @@ pub enum Command {
     /// Stored messages.
     #[command(subcommand)]
     Messages(MessagesCommand),
+    /// Conversations.
+    #[command(subcommand)]
+    Threads(ThreadsCommand),
+    /// Link a message or thread to a lead, contact or deal (its thread's later mail follows).
+    Link(LinkArgs),
+    /// Unlink a message or thread from a lead, contact or deal; sticky: nothing re-links it
+    /// automatically.
+    Unlink(LinkArgs),
+    /// Organization settings (address matching rules, auto-created leads).
+    #[command(subcommand)]
+    Org(OrgCommand),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["message", "thread"])))]
+#[command(group(clap::ArgGroup::new("record").required(true).args(["lead", "contact", "deal"])))]
+pub struct LinkArgs {
+    #[arg(long)]
+    pub message: Option<i64>,
+    #[arg(long)]
+    pub thread: Option<i64>,
+    #[arg(long)]
+    pub lead: Option<i64>,
+    #[arg(long)]
+    pub contact: Option<i64>,
+    #[arg(long)]
+    pub deal: Option<i64>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ThreadsCommand {
+    /// Show a thread: its messages with their links, and the thread's own links.
+    Show {
+        id: i64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Show an organization's settings.
+    Show {
+        name: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Change an organization's settings; options not given keep their value.
+    Set {
+        name: String,
+        /// Match `ann+tag@x` to `ann@x`.
+        #[arg(long)]
+        ignore_plus_tags: Option<bool>,
+        /// Match `a.nn@gmail.com` to `ann@gmail.com`.
+        #[arg(long)]
+        ignore_gmail_dots: Option<bool>,
+        /// Leads created automatically: none, sent-recipients or correspondents.
+        #[arg(long, value_enum)]
+        auto_create: Option<AutoCreateArg>,
+        /// The organization's own domain (may be repeated; replaces the list); never auto-created.
+        #[arg(long = "internal-domain")]
+        internal_domains: Option<Vec<String>>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AutoCreateArg {
+    None,
+    SentRecipients,
+    Correspondents,
+}
+
+impl From<AutoCreateArg> for AutoCreate {
+    fn from(a: AutoCreateArg) -> AutoCreate {
+        match a {
+            AutoCreateArg::None => AutoCreate::None,
+            AutoCreateArg::SentRecipients => AutoCreate::SentRecipients,
+            AutoCreateArg::Correspondents => AutoCreate::Correspondents,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum MessagesCommand {
-    /// List messages synced by an account, newest first.
+    /// List messages of an account, or linked to a lead, contact or deal, newest first.
+    #[command(group(clap::ArgGroup::new("of").required(true).args(["account", "lead", "contact", "deal"])))]
     List {
         #[arg(long)]
-        account: i64,
+        account: Option<i64>,
+        #[arg(long)]
+        lead: Option<i64>,
+        #[arg(long)]
+        contact: Option<i64>,
+        #[arg(long)]
+        deal: Option<i64>,
         #[arg(long, default_value_t = 1000)]
         limit: i64,
         #[arg(long, default_value_t = 0)]
@@ -184,6 +278,16 @@ pub enum PersonCommand {
     Add(PersonArgs),
     /// List records.
     List(ListArgs),
+    /// Add an email address; past mail with it is linked in the background.
+    AddEmail(AddEmailArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AddEmailArgs {
+    pub id: i64,
+    pub email: String,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 #[derive(Debug, Subcommand)]
@@ -192,6 +296,8 @@ pub enum ContactCommand {
     Add(PersonArgs),
     /// List contacts.
     List(ListArgs),
+    /// Add an email address; past mail with it is linked in the background.
+    AddEmail(AddEmailArgs),
     /// Import contacts from a CSV file with a header row: name, email (or emails, `;`
     /// separated), phone (or phones), company, org. All rows or none are imported.
     Import {
@@ -311,22 +417,55 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             })
         }
         Command::Account(cmd) => account(cmd, &config).await,
-        Command::Messages(MessagesCommand::List { account, limit, offset, json }) => {
+        Command::Messages(MessagesCommand::List { account, lead, contact, deal, limit, offset, json }) => {
             let store = daemon::open_store(&config).await?;
-            store.account(account).await?;
-            let messages = store.list_account_messages(account, limit, offset).await?;
-            print(json.json, &messages, || {
-                let mut out = String::from("ID  DATE  FOLDERS  FROM  SUBJECT\n");
-                for m in &messages {
-                    out += &format!("{}  {}  {}  {}  {}\n", m.id, m.date, m.folders.join(","), m.from.join(","), m.subject);
+            let messages = match account {
+                Some(account) => {
+                    store.account(account).await?;
+                    store.list_account_messages(account, limit, offset).await?
                 }
-                out
+                None => {
+                    let (kind, id) = one_entity(lead, contact, deal)?;
+                    store.list_linked_messages(kind, id, limit, offset).await?
+                }
+            };
+            print(json.json, &messages, || message_table(&messages))
+        }
+        Command::Threads(ThreadsCommand::Show { id, json }) => {
+            let store = daemon::open_store(&config).await?;
+            let thread = store.thread(id).await?;
+            print(json.json, &thread, || {
+                let links: Vec<String> = thread.links.iter().map(link_text).collect();
+                format!("thread {} ({}), linked: {}\n{}", thread.id, thread.org, links.join(", "), message_table(&thread.messages))
             })
+        }
+        Command::Link(args) => link(args, true, &config).await,
+        Command::Unlink(args) => link(args, false, &config).await,
+        Command::Org(OrgCommand::Show { name, json }) => {
+            let store = daemon::open_store(&config).await?;
+            let settings = store.org_settings(&name).await?;
+            print(json.json, &settings, || format!("{settings:#?}\n"))
+        }
+        Command::Org(OrgCommand::Set { name, ignore_plus_tags, ignore_gmail_dots, auto_create, internal_domains, json }) => {
+            let store = daemon::open_store(&config).await?;
+            let mut settings = match store.org_settings(&name).await {
+                Ok(s) => s,
+                Err(StoreError::NotFound(_)) => OrgSettings::default(),
+                Err(e) => return Err(e.into()),
+            };
+            settings.ignore_plus_tags = ignore_plus_tags.unwrap_or(settings.ignore_plus_tags);
+            settings.ignore_gmail_dots = ignore_gmail_dots.unwrap_or(settings.ignore_gmail_dots);
+            settings.auto_create = auto_create.map_or(settings.auto_create, Into::into);
+            settings.internal_domains = internal_domains.unwrap_or(settings.internal_domains);
+            let settings = store.set_org_settings(&name, settings).await?;
+            print(json.json, &settings, || format!("{settings:#?}\n"))
         }
         Command::Lead(PersonCommand::Add(args)) => add_person(PersonKind::Lead, args, &config).await,
         Command::Lead(PersonCommand::List(args)) => list_people(PersonKind::Lead, args, &config).await,
         Command::Contact(ContactCommand::Add(args)) => add_person(PersonKind::Contact, args, &config).await,
         Command::Contact(ContactCommand::List(args)) => list_people(PersonKind::Contact, args, &config).await,
+        Command::Lead(PersonCommand::AddEmail(args)) => add_email(PersonKind::Lead, args, &config).await,
+        Command::Contact(ContactCommand::AddEmail(args)) => add_email(PersonKind::Contact, args, &config).await,
         Command::Contact(ContactCommand::Import { file, org, json }) => {
             // Read and check the whole file before opening the store: nothing half-imported.
             let rows = read_contacts_csv(&file, &org)?;
@@ -445,6 +584,23 @@ async fn add_person(kind: PersonKind, args: PersonArgs, config: &Config) -> anyh
     print(args.json.json, &person, || person_table(std::slice::from_ref(&person)))
 }
 
+async fn add_email(kind: PersonKind, args: AddEmailArgs, config: &Config) -> anyhow::Result<()> {
+    let store = daemon::open_store(config).await?;
+    let person = store.add_person_email(kind, args.id, &args.email).await?;
+    print(args.json.json, &person, || person_table(std::slice::from_ref(&person)))
+}
+
+async fn link(args: LinkArgs, link: bool, config: &Config) -> anyhow::Result<()> {
+    let request = LinkRequest { message: args.message, thread: args.thread, lead: args.lead, contact: args.contact, deal: args.deal };
+    let (target, kind, id) = request.parts()?;
+    let store = daemon::open_store(config).await?;
+    let change = if link { store.link(target, kind, id).await? } else { store.unlink(target, kind, id).await? };
+    print(args.json.json, &change, || {
+        let verb = if link { "linked" } else { "unlinked" };
+        format!("{verb}: thread {}, {} message(s) changed\n", change.thread_id, change.messages)
+    })
+}
+
 async fn list_people(kind: PersonKind, args: ListArgs, config: &Config) -> anyhow::Result<()> {
     let store = daemon::open_store(config).await?;
     let people = store.list_people(kind, args.org.as_deref(), args.limit, args.offset).await?;
@@ -502,6 +658,22 @@ fn account_table(accounts: &[Account]) -> String {
         out += &format!(
             "{}  {}  {}  {}:{} ({})  {}  {}\n",
             a.id, a.email, a.org, a.imap_host, a.imap_port, a.imap_tls.as_str(), a.state, a.error_message
+        );
+    }
+    out
+}
+
+fn link_text(l: &LinkView) -> String {
+    format!("{} {} ({}, {})", l.entity_kind, l.entity_id, l.origin, l.state)
+}
+
+fn message_table(messages: &[MessageSummary]) -> String {
+    let mut out = String::from("ID  THREAD  DATE  FOLDERS  FROM  SUBJECT  LINKS\n");
+    for m in messages {
+        let links: Vec<String> = m.links.iter().map(link_text).collect();
+        out += &format!(
+            "{}  {}  {}  {}  {}  {}  {}\n",
+            m.id, m.thread_id, m.date, m.folders.join(","), m.from.join(","), m.subject, links.join("; ")
         );
     }
     out

@@ -43,7 +43,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let supervisor = Supervisor::new(store.clone(), key.clone(), config.sync.clone(), &api_addr.to_string());
     let supervisor_task = tokio::spawn(supervisor.run(stop_rx.clone()));
-    let app = api::router(AppState { store: store.clone(), key, tokens });
+    let relink = Arc::new(tokio::sync::Notify::new());
+    let relink_poll = Duration::from_millis(config.sync.account_check_ms);
+    let relinker_task = tokio::spawn(crate::relinker::run(store.clone(), relink.clone(), relink_poll, stop_rx.clone()));
+    let app = api::router(AppState { store: store.clone(), key, tokens, relink });
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -74,6 +77,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if tokio::time::timeout(SHUTDOWN_GRACE, supervisor_task).await.is_err() {
         tracing::warn!("workers did not stop within the grace period");
     }
+    relinker_task.abort();
     if let Some(task) = watchdog_task {
         task.abort();
     }

@@ -86,8 +86,8 @@ fn every_documented_operation_is_routed() {
     let mut operations = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
-            let concrete = path.replace("{id}", "1");
-            let body = (method == "post").then_some("{}");
+            let concrete = path.replace("{id}", "1").replace("{name}", "default");
+            let body = (method == "post" || method == "put").then_some("{}");
             let (status, text) =
                 http(daemon.api_port, &method.to_uppercase(), &concrete, Some(&daemon.token), body).unwrap();
             assert!(status != 405 && !text.contains("no_route"), "{method} {path} is documented but not routed");

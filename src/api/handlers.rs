@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{ApiError, AppState};
 use crate::accounts::AccountInput;
 use crate::status::Status;
-use crate::store::{NewDeal, NewPerson, PersonKind};
+use crate::store::{LinkRequest, NewDeal, NewPerson, OrgSettings, PersonKind, one_entity};
 
 type ApiResult<T = Response> = Result<T, ApiError>;
 
@@ -122,11 +122,55 @@ pub async fn list_contacts(State(state): State<AppState>, query: Result<Query<Li
 }
 
 pub async fn add_lead(State(state): State<AppState>, payload: Result<Json<NewPerson>, JsonRejection>) -> ApiResult {
-    Ok(created(state.store.add_person(PersonKind::Lead, body(payload)?).await?))
+    let lead = state.store.add_person(PersonKind::Lead, body(payload)?).await?;
+    state.relink.notify_one();
+    Ok(created(lead))
 }
 
 pub async fn add_contact(State(state): State<AppState>, payload: Result<Json<NewPerson>, JsonRejection>) -> ApiResult {
-    Ok(created(state.store.add_person(PersonKind::Contact, body(payload)?).await?))
+    let contact = state.store.add_person(PersonKind::Contact, body(payload)?).await?;
+    state.relink.notify_one();
+    Ok(created(contact))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailInput {
+    email: String,
+}
+
+async fn add_email(state: AppState, kind: PersonKind, path: Result<Path<i64>, PathRejection>, payload: Result<Json<EmailInput>, JsonRejection>) -> ApiResult {
+    let person = state.store.add_person_email(kind, id(path)?, &body(payload)?.email).await?;
+    state.relink.notify_one();
+    Ok(Json(person).into_response())
+}
+
+pub async fn add_lead_email(
+    State(state): State<AppState>,
+    path: Result<Path<i64>, PathRejection>,
+    payload: Result<Json<EmailInput>, JsonRejection>,
+) -> ApiResult {
+    add_email(state, PersonKind::Lead, path, payload).await
+}
+
+pub async fn add_contact_email(
+    State(state): State<AppState>,
+    path: Result<Path<i64>, PathRejection>,
+    payload: Result<Json<EmailInput>, JsonRejection>,
+) -> ApiResult {
+    add_email(state, PersonKind::Contact, path, payload).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportInput {
+    contacts: Vec<NewPerson>,
+}
+
+pub async fn import_contacts(State(state): State<AppState>, payload: Result<Json<ImportInput>, JsonRejection>) -> ApiResult {
+    let summary = state.store.import_contacts(body(payload)?.contacts).await?;
+    state.relink.notify_one();
+    Ok(Json(summary).into_response())
 }
 
 pub async fn show_lead(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
@@ -140,7 +184,10 @@ pub async fn show_contact(State(state): State<AppState>, path: Result<Path<i64>,
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MessagesQuery {
-    account: i64,
+    account: Option<i64>,
+    lead: Option<i64>,
+    contact: Option<i64>,
+    deal: Option<i64>,
     #[serde(default = "default_limit")]
     limit: i64,
     #[serde(default)]
@@ -152,8 +199,50 @@ pub async fn list_messages(State(state): State<AppState>, query: Result<Query<Me
     if !(1..=1000).contains(&q.limit) || q.offset < 0 {
         return Err(ApiError::bad_request("limit must be 1 to 1000 and offset at least 0"));
     }
-    state.store.account(q.account).await?;
-    Ok(Json(state.store.list_account_messages(q.account, q.limit, q.offset).await?).into_response())
+    let messages = match (q.account, q.lead, q.contact, q.deal) {
+        (Some(account), None, None, None) => {
+            state.store.account(account).await?;
+            state.store.list_account_messages(account, q.limit, q.offset).await?
+        }
+        (None, lead, contact, deal) if lead.is_some() || contact.is_some() || deal.is_some() => {
+            let (kind, id) = one_entity(lead, contact, deal)?;
+            state.store.list_linked_messages(kind, id, q.limit, q.offset).await?
+        }
+        _ => return Err(ApiError::bad_request("give exactly one of account, lead, contact and deal")),
+    };
+    Ok(Json(messages).into_response())
+}
+
+pub async fn show_thread(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
+    Ok(Json(state.store.thread(id(path)?).await?).into_response())
+}
+
+pub async fn link(State(state): State<AppState>, payload: Result<Json<LinkRequest>, JsonRejection>) -> ApiResult {
+    let (target, kind, id) = body(payload)?.parts()?;
+    Ok(Json(state.store.link(target, kind, id).await?).into_response())
+}
+
+pub async fn unlink(State(state): State<AppState>, payload: Result<Json<LinkRequest>, JsonRejection>) -> ApiResult {
+    let (target, kind, id) = body(payload)?.parts()?;
+    Ok(Json(state.store.unlink(target, kind, id).await?).into_response())
+}
+
+fn org_name(path: Result<Path<String>, PathRejection>) -> ApiResult<String> {
+    path.map(|Path(v)| v).map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+pub async fn show_org_settings(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult {
+    Ok(Json(state.store.org_settings(&org_name(path)?).await?).into_response())
+}
+
+pub async fn set_org_settings(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    payload: Result<Json<OrgSettings>, JsonRejection>,
+) -> ApiResult {
+    let settings = state.store.set_org_settings(&org_name(path)?, body(payload)?).await?;
+    state.relink.notify_one();
+    Ok(Json(settings).into_response())
 }
 
 pub async fn list_deals(State(state): State<AppState>, query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use serde_json::json;
 
@@ -27,6 +27,8 @@ pub struct AppState {
     pub store: Store,
     pub key: Arc<MasterKey>,
     pub tokens: Arc<Vec<String>>,
+    /// Wakes the relinker after a request queued retroactive linking.
+    pub relink: Arc<tokio::sync::Notify>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -37,11 +39,18 @@ pub fn router(state: AppState) -> Router {
         .route("/accounts/{id}/password", axum::routing::put(handlers::set_account_password))
         .route("/leads", get(handlers::list_leads).post(handlers::add_lead))
         .route("/leads/{id}", get(handlers::show_lead))
+        .route("/leads/{id}/emails", post(handlers::add_lead_email))
         .route("/contacts", get(handlers::list_contacts).post(handlers::add_contact))
+        .route("/contacts/import", post(handlers::import_contacts))
         .route("/contacts/{id}", get(handlers::show_contact))
+        .route("/contacts/{id}/emails", post(handlers::add_contact_email))
         .route("/deals", get(handlers::list_deals).post(handlers::add_deal))
         .route("/deals/{id}", get(handlers::show_deal))
         .route("/messages", get(handlers::list_messages))
+        .route("/threads/{id}", get(handlers::show_thread))
+        .route("/links", post(handlers::link))
+        .route("/unlinks", post(handlers::unlink))
+        .route("/orgs/{name}/settings", get(handlers::show_org_settings).put(handlers::set_org_settings))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))

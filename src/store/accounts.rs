@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::crm::ensure_org;
+use super::orgs::ensure_org;
 use super::{Result, Store, StoreError, conflict_or, now_ms};
 
 /// How a connection is secured: TLS from the first byte, or STARTTLS on the plain port.
@@ -154,7 +154,7 @@ impl Store {
     pub async fn add_account(&self, new: &NewAccount) -> Result<Account> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let org_id = ensure_org(&mut tx, &new.org).await?;
+        let org_id = ensure_org(&mut tx, &new.org).await?.id;
         let user: Option<(i64, i64)> = sqlx::query("SELECT id, org_id FROM users WHERE email = $1")
             .bind(&new.email)
             .fetch_optional(&mut *tx)

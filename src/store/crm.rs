@@ -4,8 +4,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::{Result, Store, StoreError, conflict_or, now_ms};
-use crate::address::{normalize_email, normalize_phone};
+use super::mail::{Value, fetch_by_org_in, insert_rows};
+use super::orgs::{Org, ensure_org, valid_org_name};
+use super::{Backend, Result, Store, StoreError, conflict_or, now_ms};
+use crate::address::{match_key, normalize_email, normalize_phone};
 
 /// The kinds of CRM record a message can be linked to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -156,30 +158,6 @@ pub struct ImportSummary {
     pub existing: u64,
 }
 
-fn valid_org_name(org: &str) -> Result<String> {
-    let org = org.trim();
-    if org.is_empty() || org.len() > 200 || org.chars().any(char::is_control) {
-        return Err(StoreError::Invalid(format!(
-            "organization name `{org}` must be 1 to 200 printable characters"
-        )));
-    }
-    Ok(org.to_string())
-}
-
-/// Returns the id of organization `name`, creating it if needed.
-pub(super) async fn ensure_org(tx: &mut Transaction<'_, Any>, name: &str) -> Result<i64> {
-    sqlx::query("INSERT INTO organizations (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
-        .bind(name)
-        .bind(now_ms())
-        .execute(&mut **tx)
-        .await?;
-    let id = sqlx::query_scalar("SELECT id FROM organizations WHERE name = $1")
-        .bind(name)
-        .fetch_one(&mut **tx)
-        .await?;
-    Ok(id)
-}
-
 impl Store {
     /// Creates a lead or contact. A contact whose email already belongs to another
     /// contact of the organization is refused (leads and contacts may share one).
@@ -189,8 +167,8 @@ impl Store {
             return Err(StoreError::Invalid("contacts have no status; leads do".into()));
         }
         let mut tx = self.pool.begin().await?;
-        let org_id = ensure_org(&mut tx, &new.org).await?;
-        if let Some(existing) = find_by_email(&mut tx, org_id, kind, &new.emails).await? {
+        let org = ensure_org(&mut tx, &new.org).await?;
+        if let Some(existing) = find_by_email(&mut tx, org.id, kind, &new.emails).await? {
             return Err(StoreError::Conflict(format!(
                 "{} {} already has the address {}",
                 kind.entity().as_str(),
@@ -198,25 +176,82 @@ impl Store {
                 existing.1
             )));
         }
-        let id = insert_person(&mut tx, org_id, kind, &new).await?;
+        let id = insert_person(&mut tx, self.backend, &org, kind, &new).await?;
         tx.commit().await?;
         self.person(kind, id).await
     }
 
-    /// Creates many contacts in one transaction: all rows or none. Rows whose first email
-    /// already belongs to a contact are counted as existing, not duplicated.
-    pub async fn import_contacts(&self, rows: Vec<NewPerson>) -> Result<ImportSummary> {
-        let mut summary = ImportSummary::default();
+    /// Adds an email address to a lead or contact; its past mail is linked in the
+    /// background (a relink job in the same transaction).
+    pub async fn add_person_email(&self, kind: PersonKind, id: i64, email: &str) -> Result<Person> {
+        let email = normalize_email(email).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let person = self.person(kind, id).await?;
         let mut tx = self.pool.begin().await?;
+        let org = ensure_org(&mut tx, &person.org).await?;
+        if let Some((other, _)) = find_by_email(&mut tx, org.id, kind, std::slice::from_ref(&email)).await? {
+            if other == id {
+                return Ok(person);
+            }
+            return Err(StoreError::Conflict(format!("{} {other} already has the address {email}", kind.entity().as_str())));
+        }
+        let rules = org.settings.match_rules();
+        let primary = i64::from(person.emails.is_empty());
+        let key = match_key(&email, rules);
+        let row = [
+            Value::Int(org.id),
+            Value::Text(kind.entity().as_str()),
+            Value::Int(id),
+            Value::Text("email"),
+            Value::Text(&email),
+            Value::Text(&key),
+            Value::Int(primary),
+        ];
+        insert_addresses(&mut tx, self.backend, &[row]).await?;
+        queue_relink(&mut tx, self.backend, org.id, kind, &[id]).await?;
+        tx.commit().await?;
+        self.person(kind, id).await
+    }
+
+    /// Creates many contacts in one transaction: all rows or none. A row with an email
+    /// that already belongs to a contact (stored, or an earlier row) counts as existing,
+    /// not duplicated. A handful of multi-row statements per 10,000 rows, so a million-row
+    /// import takes seconds; linking their past mail is queued for the background.
+    pub async fn import_contacts(&self, rows: Vec<NewPerson>) -> Result<ImportSummary> {
+        let mut by_org: Vec<(String, Vec<NewPerson>)> = Vec::new();
         for (i, row) in rows.into_iter().enumerate() {
             let row = row.validate().map_err(|e| StoreError::Invalid(format!("row {}: {e}", i + 1)))?;
-            let org_id = ensure_org(&mut tx, &row.org).await?;
-            if find_by_email(&mut tx, org_id, PersonKind::Contact, &row.emails).await?.is_some() {
-                summary.existing += 1;
-                continue;
+            if !row.status.is_empty() {
+                return Err(StoreError::Invalid(format!("row {}: contacts have no status; leads do", i + 1)));
             }
-            insert_person(&mut tx, org_id, PersonKind::Contact, &row).await?;
-            summary.created += 1;
+            match by_org.iter_mut().find(|(org, _)| *org == row.org) {
+                Some((_, rows)) => rows.push(row),
+                None => by_org.push((row.org.clone(), vec![row])),
+            }
+        }
+        let mut summary = ImportSummary::default();
+        let mut tx = self.pool.begin().await?;
+        for (org_name, rows) in by_org {
+            let org = ensure_org(&mut tx, &org_name).await?;
+            let emails: Vec<&str> = rows.iter().flat_map(|r| r.emails.iter().map(String::as_str)).collect();
+            let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
+            let select = "SELECT value FROM (SELECT org_id, value FROM entity_addresses \
+                          WHERE entity_kind = 'contact' AND kind = 'email') ea";
+            for row in fetch_by_org_in(&mut tx, self.backend, select, "value", org.id, &emails).await? {
+                taken.insert(row.try_get("value")?);
+            }
+            let mut fresh = Vec::new();
+            for row in rows {
+                if row.emails.iter().any(|e| taken.contains(e)) {
+                    summary.existing += 1;
+                    continue;
+                }
+                taken.extend(row.emails.iter().cloned());
+                fresh.push(row);
+            }
+            for chunk in fresh.chunks(10_000) {
+                insert_contacts(&mut tx, self.backend, &org, chunk).await?;
+            }
+            summary.created += fresh.len() as u64;
         }
         tx.commit().await?;
         Ok(summary)
@@ -314,7 +349,7 @@ impl Store {
             return Err(StoreError::Invalid("a deal's value cannot be negative".into()));
         }
         let mut tx = self.pool.begin().await?;
-        let org_id = ensure_org(&mut tx, &org).await?;
+        let org_id = ensure_org(&mut tx, &org).await?.id;
         let now = now_ms();
         let id: i64 = sqlx::query_scalar(concat!(
             "INSERT INTO deals (org_id, title, status, value_cents, created_at, updated_at) ",
@@ -446,12 +481,7 @@ async fn find_by_email(
     Ok(None)
 }
 
-async fn insert_person(
-    tx: &mut Transaction<'_, Any>,
-    org_id: i64,
-    kind: PersonKind,
-    new: &NewPerson,
-) -> Result<i64> {
+pub(super) async fn insert_person(tx: &mut Transaction<'_, Any>, backend: Backend, org: &Org, kind: PersonKind, new: &NewPerson) -> Result<i64> {
     let now = now_ms();
     let id: i64 = match kind {
         PersonKind::Lead => {
@@ -460,7 +490,7 @@ async fn insert_person(
                 "INSERT INTO leads (org_id, name, company, status, source, created_at, updated_at) ",
                 "VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id"
             ))
-            .bind(org_id)
+            .bind(org.id)
             .bind(&new.name)
             .bind(&new.company)
             .bind(status)
@@ -474,7 +504,7 @@ async fn insert_person(
                 "INSERT INTO contacts (org_id, name, company, source, created_at, updated_at) ",
                 "VALUES ($1, $2, $3, $4, $5, $5) RETURNING id"
             ))
-            .bind(org_id)
+            .bind(org.id)
             .bind(&new.name)
             .bind(&new.company)
             .bind(&new.source)
@@ -483,25 +513,108 @@ async fn insert_person(
             .await?
         }
     };
-    let addresses = new.emails.iter().map(|e| ("email", e)).chain(new.phones.iter().map(|p| ("phone", p)));
-    let mut first_of_kind = ["email", "phone"].to_vec();
-    for (addr_kind, value) in addresses {
-        let primary = first_of_kind.iter().position(|k| *k == addr_kind).map(|i| first_of_kind.remove(i));
-        sqlx::query(concat!(
-            "INSERT INTO entity_addresses (org_id, entity_kind, entity_id, kind, value, is_primary) ",
-            "VALUES ($1, $2, $3, $4, $5, $6)"
-        ))
-        .bind(org_id)
-        .bind(kind.entity().as_str())
-        .bind(id)
-        .bind(addr_kind)
-        .bind(value)
-        .bind(i64::from(primary.is_some()))
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| conflict_or(e, || format!("duplicate address {value}")))?;
+    let keys = address_keys(org, new);
+    insert_addresses(tx, backend, &address_rows(org.id, kind, id, new, &keys)).await?;
+    if !new.emails.is_empty() {
+        queue_relink(tx, backend, org.id, kind, &[id]).await?;
     }
     Ok(id)
+}
+
+/// Inserts contacts in one statement and their addresses in another. Ids come back
+/// sorted: both databases number the rows of one multi-row INSERT in VALUES order, while
+/// the order of RETURNING itself is not promised.
+async fn insert_contacts(tx: &mut Transaction<'_, Any>, backend: Backend, org: &Org, rows: &[NewPerson]) -> Result<()> {
+    let now = now_ms();
+    let contact_rows: Vec<[Value; 6]> = rows
+        .iter()
+        .map(|r| {
+            [Value::Int(org.id), Value::Text(&r.name), Value::Text(&r.company), Value::Text(&r.source), Value::Int(now), Value::Int(now)]
+        })
+        .collect();
+    let mut ids = insert_rows(
+        tx,
+        backend,
+        "INSERT INTO contacts (org_id, name, company, source, created_at, updated_at) VALUES ",
+        " RETURNING id",
+        &contact_rows,
+    )
+    .await?
+    .iter()
+    .map(|r| r.try_get::<i64, _>("id"))
+    .collect::<Result<Vec<_>, _>>()?;
+    ids.sort_unstable();
+    if ids.len() != rows.len() {
+        return Err(StoreError::Invalid("contact insert returned a wrong number of ids".into()));
+    }
+    let keys: Vec<Vec<String>> = rows.iter().map(|r| address_keys(org, r)).collect();
+    let mut addresses = Vec::new();
+    for ((row, id), keys) in rows.iter().zip(&ids).zip(&keys) {
+        addresses.extend(address_rows(org.id, PersonKind::Contact, *id, row, keys));
+    }
+    insert_addresses(tx, backend, &addresses).await?;
+    let with_email: Vec<i64> = rows.iter().zip(&ids).filter(|(r, _)| !r.emails.is_empty()).map(|(_, id)| *id).collect();
+    queue_relink(tx, backend, org.id, PersonKind::Contact, &with_email).await
+}
+
+/// The match key of each of a person's emails, in order.
+fn address_keys(org: &Org, new: &NewPerson) -> Vec<String> {
+    let rules = org.settings.match_rules();
+    new.emails.iter().map(|e| match_key(e, rules)).collect()
+}
+
+/// `entity_addresses` rows for a person: the first email and the first phone are primary.
+fn address_rows<'a>(org_id: i64, kind: PersonKind, id: i64, new: &'a NewPerson, keys: &'a [String]) -> Vec<[Value<'a>; 7]> {
+    let emails = new.emails.iter().zip(keys).map(|(e, k)| ("email", e.as_str(), k.as_str()));
+    let phones = new.phones.iter().map(|p| ("phone", p.as_str(), p.as_str()));
+    let mut seen_kinds: Vec<&str> = Vec::new();
+    emails
+        .chain(phones)
+        .map(|(addr_kind, value, key)| {
+            let primary = !seen_kinds.contains(&addr_kind);
+            seen_kinds.push(addr_kind);
+            [
+                Value::Int(org_id),
+                Value::Text(kind.entity().as_str()),
+                Value::Int(id),
+                Value::Text(addr_kind),
+                Value::Text(value),
+                Value::Text(key),
+                Value::Int(i64::from(primary)),
+            ]
+        })
+        .collect()
+}
+
+async fn insert_addresses(tx: &mut Transaction<'_, Any>, backend: Backend, rows: &[[Value<'_>; 7]]) -> Result<()> {
+    insert_rows(
+        tx,
+        backend,
+        "INSERT INTO entity_addresses (org_id, entity_kind, entity_id, kind, value, match_key, is_primary) VALUES ",
+        "",
+        rows,
+    )
+    .await
+    .map_err(|e| match e {
+        StoreError::Db(e) => conflict_or(e, || "an address appears twice for one person".into()),
+        other => other,
+    })?;
+    Ok(())
+}
+
+/// Queues retroactive linking for people who got new email addresses.
+pub(super) async fn queue_relink(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    org_id: i64,
+    kind: PersonKind,
+    ids: &[i64],
+) -> Result<()> {
+    let now = now_ms();
+    let rows: Vec<[Value; 4]> =
+        ids.iter().map(|id| [Value::Int(org_id), Value::Text(kind.entity().as_str()), Value::Int(*id), Value::Int(now)]).collect();
+    insert_rows(tx, backend, "INSERT INTO relink_jobs (org_id, entity_kind, entity_id, created_at) VALUES ", "", &rows).await?;
+    Ok(())
 }
 
 fn person_from_row(kind: PersonKind, row: &AnyRow) -> Result<Person> {

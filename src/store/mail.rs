@@ -6,7 +6,11 @@ use serde::Serialize;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
+use super::crm::EntityKind;
+use super::links::{LinkScope, LinkView, auto_create_leads, link_by_address, link_to_thread_records};
+use super::orgs::{Org, lock_org};
 use super::{Backend, Result, Store, StoreError, now_ms};
+use crate::address::match_key;
 use crate::ingest::ParsedMessage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -82,12 +86,27 @@ pub struct BatchOutcome {
 pub struct MessageSummary {
     pub id: i64,
     pub message_id: String,
+    pub thread_id: i64,
+    /// `imap`, `bcc_drop` or `outbound`.
+    pub source: String,
+    /// Roles of the folders it sits in now (`inbox`, `sent`).
     pub folders: Vec<String>,
     pub subject: String,
     pub date: i64,
     pub from: Vec<String>,
     pub to: Vec<String>,
     pub cc: Vec<String>,
+    /// Every link, active or dissociated, with its origin.
+    pub links: Vec<LinkView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadView {
+    pub id: i64,
+    pub org: String,
+    /// The records the thread itself is associated with (or unlinked from).
+    pub links: Vec<LinkView>,
+    pub messages: Vec<MessageSummary>,
 }
 
 const FOLDER_COLUMNS: &str = "id, account_id, role, name, uidvalidity, uidnext, highestmodseq, \
@@ -175,17 +194,23 @@ impl Store {
             // (Sources that acknowledge, like the BCC drop, keep synchronous commits.)
             sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
         }
-        // Threading reads, then writes, the organization's thread keys: one batch at a time
-        // per organization. Writing the organization's row first takes PostgreSQL's row
-        // lock, and SQLite's write lock before any read (so no snapshot upgrade can fail).
-        sqlx::query("UPDATE organizations SET created_at = created_at WHERE id = $1")
-            .bind(batch.org_id)
-            .execute(&mut *tx)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT f.role, a.user_id, o.name AS org FROM folders f JOIN mail_accounts a ON a.id = f.account_id ",
+            "JOIN organizations o ON o.id = $2 WHERE f.id = $1"
+        ))
+        .bind(batch.folder_id)
+        .bind(batch.org_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let source = MessageSource {
+            org_id: batch.org_id,
+            org_name: row.try_get("org")?,
+            kind: "imap",
+            outgoing: row.try_get::<String, _>("role")? == FolderRole::Sent.as_str(),
+        };
         let now = now_ms();
         let messages: Vec<&ParsedMessage> = batch.messages.iter().map(|(_, m)| m).collect();
-        let (ids, new_ids) = insert_messages(&mut tx, self.backend, batch.org_id, &messages, "imap", now).await?;
-        link_new_messages(&mut tx, self.backend, batch.folder_id, &new_ids, now).await?;
+        let (ids, new_ids) = store_messages(&mut tx, self.backend, &source, &messages, now).await?;
         let outcome = BatchOutcome {
             duplicates: messages.len() - new_ids.len(),
             new_message_ids: new_ids,
@@ -351,8 +376,8 @@ impl Store {
 
     /// Messages an account has synced, newest first.
     pub async fn list_account_messages(&self, account_id: i64, limit: i64, offset: i64) -> Result<Vec<MessageSummary>> {
-        let rows = sqlx::query(concat!(
-            "SELECT m.id, m.message_id, m.subject, m.sent_at FROM messages m ",
+        let ids: Vec<i64> = sqlx::query_scalar(concat!(
+            "SELECT m.id FROM messages m ",
             "WHERE m.id IN (SELECT l.message_id FROM message_locations l JOIN folders f ON f.id = l.folder_id ",
             "WHERE f.account_id = $1) ORDER BY m.sent_at DESC, m.id DESC LIMIT $2 OFFSET $3"
         ))
@@ -361,44 +386,127 @@ impl Store {
         .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: i64 = row.try_get("id")?;
-            let folders: Vec<String> = sqlx::query_scalar(concat!(
-                "SELECT DISTINCT f.role FROM message_locations l JOIN folders f ON f.id = l.folder_id ",
-                "WHERE l.message_id = $1 AND f.account_id = $2 AND l.removed_at = 0 ORDER BY f.role"
-            ))
-            .bind(id)
-            .bind(account_id)
+        self.message_summaries(&ids).await
+    }
+
+    /// Messages actively linked to a lead, contact or deal, newest first.
+    pub async fn list_linked_messages(&self, kind: EntityKind, entity_id: i64, limit: i64, offset: i64) -> Result<Vec<MessageSummary>> {
+        let ids: Vec<i64> = sqlx::query_scalar(concat!(
+            "SELECT m.id FROM messages m JOIN message_links ml ON ml.message_id = m.id ",
+            "WHERE ml.entity_kind = $1 AND ml.entity_id = $2 AND ml.state = 'active' ",
+            "ORDER BY m.sent_at DESC, m.id DESC LIMIT $3 OFFSET $4"
+        ))
+        .bind(kind.as_str())
+        .bind(entity_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        self.message_summaries(&ids).await
+    }
+
+    /// A thread: its messages, oldest first, and the records it is associated with.
+    pub async fn thread(&self, thread_id: i64) -> Result<ThreadView> {
+        let org: String = sqlx::query_scalar("SELECT o.name FROM threads t JOIN organizations o ON o.id = t.org_id WHERE t.id = $1")
+            .bind(thread_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no thread with id {thread_id}")))?;
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM messages WHERE thread_id = $1 ORDER BY sent_at, id")
+            .bind(thread_id)
             .fetch_all(&self.pool)
             .await?;
-            let mut summary = MessageSummary {
-                id,
-                message_id: row.try_get("message_id")?,
-                folders,
-                subject: row.try_get("subject")?,
-                date: row.try_get("sent_at")?,
-                from: Vec::new(),
-                to: Vec::new(),
-                cc: Vec::new(),
+        let links = sqlx::query("SELECT entity_kind, entity_id, origin, state FROM thread_links WHERE thread_id = $1 ORDER BY entity_kind, entity_id")
+            .bind(thread_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(link_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ThreadView { id: thread_id, org, links, messages: self.message_summaries(&ids).await? })
+    }
+
+    /// Summaries of messages, in the order of `ids`: a fixed number of queries, whatever
+    /// the number of messages.
+    async fn message_summaries(&self, ids: &[i64]) -> Result<Vec<MessageSummary>> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut index = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_PARAMS) {
+            let by_ids = |select: &str, tail: &str| {
+                let mut sql = format!("{select} IN (");
+                placeholders(self.backend, 1, chunk.len(), &mut sql);
+                sql.push(')');
+                sql.push_str(tail);
+                sql
             };
-            let people = sqlx::query("SELECT role, address FROM participants WHERE message_id = $1 ORDER BY role, position")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await?;
-            for p in people {
-                let address: String = p.try_get("address")?;
-                match p.try_get::<String, _>("role")?.as_str() {
-                    "from" => summary.from.push(address),
-                    "to" => summary.to.push(address),
-                    "cc" => summary.cc.push(address),
+            let run = |sql: String| {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                query.fetch_all(&self.pool)
+            };
+            for row in run(by_ids("SELECT id, message_id, subject, sent_at, thread_id, source FROM messages WHERE id", "")).await? {
+                let id: i64 = row.try_get("id")?;
+                index.insert(id, out.len());
+                out.push(MessageSummary {
+                    id,
+                    message_id: row.try_get("message_id")?,
+                    thread_id: row.try_get::<Option<i64>, _>("thread_id")?.unwrap_or(0),
+                    source: row.try_get("source")?,
+                    folders: Vec::new(),
+                    subject: row.try_get("subject")?,
+                    date: row.try_get("sent_at")?,
+                    from: Vec::new(),
+                    to: Vec::new(),
+                    cc: Vec::new(),
+                    links: Vec::new(),
+                });
+            }
+            let folders = by_ids(
+                "SELECT DISTINCT l.message_id, f.role FROM message_locations l JOIN folders f ON f.id = l.folder_id \
+                 WHERE l.removed_at = 0 AND l.message_id",
+                " ORDER BY f.role",
+            );
+            for row in run(folders).await? {
+                if let Some(&i) = index.get(&row.try_get::<i64, _>("message_id")?) {
+                    out[i].folders.push(row.try_get("role")?);
+                }
+            }
+            let people = by_ids("SELECT message_id, role, address FROM participants WHERE message_id", " ORDER BY position");
+            for row in run(people).await? {
+                let Some(&i) = index.get(&row.try_get::<i64, _>("message_id")?) else { continue };
+                let address: String = row.try_get("address")?;
+                match row.try_get::<String, _>("role")?.as_str() {
+                    "from" => out[i].from.push(address),
+                    "to" => out[i].to.push(address),
+                    "cc" => out[i].cc.push(address),
                     _ => {}
                 }
             }
-            out.push(summary);
+            let links = by_ids(
+                "SELECT message_id, entity_kind, entity_id, origin, state FROM message_links WHERE message_id",
+                " ORDER BY entity_kind, entity_id",
+            );
+            for row in run(links).await? {
+                if let Some(&i) = index.get(&row.try_get::<i64, _>("message_id")?) {
+                    out[i].links.push(link_from_row(&row)?);
+                }
+            }
         }
+        let position: std::collections::HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        out.sort_by_key(|m| position.get(&m.id).copied().unwrap_or(usize::MAX));
         Ok(out)
     }
+}
+
+fn link_from_row(row: &AnyRow) -> Result<LinkView> {
+    Ok(LinkView {
+        entity_kind: row.try_get("entity_kind")?,
+        entity_id: row.try_get("entity_id")?,
+        origin: row.try_get("origin")?,
+        state: row.try_get("state")?,
+    })
 }
 
 /// A bind value for the multi-row statements below.
@@ -413,7 +521,7 @@ const MAX_PARAMS: usize = 30_000;
 
 /// The `i`-th (1-based) bind placeholder. SQLite gets anonymous `?`: it resolves a named
 /// `$N` by scanning all parameter names, which is quadratic in a statement with thousands.
-fn placeholder(backend: Backend, i: usize, sql: &mut String) {
+pub(crate) fn placeholder(backend: Backend, i: usize, sql: &mut String) {
     match backend {
         Backend::Sqlite => sql.push('?'),
         Backend::Postgres => {
@@ -425,7 +533,7 @@ fn placeholder(backend: Backend, i: usize, sql: &mut String) {
 
 /// Appends `count` comma-separated placeholders numbered from `first`; returns the number
 /// of the next placeholder.
-fn placeholders(backend: Backend, first: usize, count: usize, sql: &mut String) -> usize {
+pub(crate) fn placeholders(backend: Backend, first: usize, count: usize, sql: &mut String) -> usize {
     for i in 0..count {
         if i > 0 {
             sql.push_str(", ");
@@ -437,7 +545,7 @@ fn placeholders(backend: Backend, first: usize, count: usize, sql: &mut String) 
 
 /// Rows of `select` (which names a table with an `org_id` column) for one organization
 /// whose `column` is one of `values`, in as few statements as the parameter limit allows.
-async fn fetch_by_org_in(
+pub(crate) async fn fetch_by_org_in(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
     select: &str,
@@ -497,20 +605,56 @@ pub(crate) async fn insert_rows<const N: usize>(
     Ok(returned)
 }
 
+/// Where new messages come from, as the ingest rules need to know.
+pub(crate) struct MessageSource {
+    pub org_id: i64,
+    pub org_name: String,
+    /// `imap`, `bcc_drop` or `outbound`.
+    pub kind: &'static str,
+    /// Mail the user sent (Sent folder, outbound, BCC drop): its Bcc links too.
+    pub outgoing: bool,
+}
+
+/// The store's half of the ingest pipeline, the same for every source: takes the
+/// organization's lock, stores the messages it does not have yet (threaded), auto-creates
+/// leads as its policy says, and links the new messages by address and by thread.
+/// Returns the id of every input message, in order, and the ids that are new.
+pub(crate) async fn store_messages(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    source: &MessageSource,
+    messages: &[&ParsedMessage],
+    now: i64,
+) -> Result<(Vec<i64>, Vec<i64>)> {
+    let org = Org { id: source.org_id, settings: lock_org(tx, source.org_id).await? };
+    let (ids, new_ids) = insert_messages(tx, backend, &org, source, messages, now).await?;
+    if !new_ids.is_empty() {
+        let fresh: Vec<&ParsedMessage> =
+            messages.iter().zip(&ids).filter(|(_, id)| new_ids.contains(id)).map(|(m, _)| *m).collect();
+        auto_create_leads(tx, backend, &org, &source.org_name, &fresh, source.outgoing).await?;
+        link_by_address(tx, backend, LinkScope::Messages(&new_ids), now).await?;
+        link_to_thread_records(tx, backend, &new_ids, now).await?;
+    }
+    Ok((ids, new_ids))
+}
+
 /// Inserts messages the organization does not have yet (by Message-ID) with their
 /// participants and attachment metadata. Returns the id of every input message, in order
 /// (existing ones included), and the ids that are new.
-pub(crate) async fn insert_messages(
+async fn insert_messages(
     tx: &mut Transaction<'_, Any>,
     backend: Backend,
-    org_id: i64,
+    org: &Org,
+    source: &MessageSource,
     messages: &[&ParsedMessage],
-    source: &str,
     now: i64,
 ) -> Result<(Vec<i64>, Vec<i64>)> {
+    let org_id = org.id;
+    let rules = org.settings.match_rules();
+    let outgoing = i64::from(source.outgoing);
     let threads = assign_threads(tx, backend, org_id, messages, now).await?;
     let refs: Vec<String> = messages.iter().map(|m| m.references.join(" ")).collect();
-    let rows: Vec<[Value; 13]> = messages
+    let rows: Vec<[Value; 14]> = messages
         .iter()
         .zip(&refs)
         .zip(&threads)
@@ -526,9 +670,10 @@ pub(crate) async fn insert_messages(
                 Value::Text(&m.gm_thrid),
                 Value::Text(&m.body_text),
                 Value::Text(&m.body_html),
-                Value::Text(source),
+                Value::Text(source.kind),
                 Value::Int(now),
                 Value::Int(*thread),
+                Value::Int(outgoing),
             ]
         })
         .collect();
@@ -536,7 +681,7 @@ pub(crate) async fn insert_messages(
         tx,
         backend,
         "INSERT INTO messages (org_id, message_id, subject, sent_at, size, in_reply_to, refs, gm_thrid, \
-         body_text, body_html, source, created_at, thread_id) VALUES ",
+         body_text, body_html, source, created_at, thread_id, outgoing) VALUES ",
         " ON CONFLICT (org_id, message_id) DO NOTHING RETURNING id, message_id",
         &rows,
     )
@@ -556,9 +701,13 @@ pub(crate) async fn insert_messages(
     }
     let mut ids = Vec::with_capacity(messages.len());
     let mut new_ids = Vec::new();
-    let mut participants: Vec<[Value; 5]> = Vec::new();
+    let keys: Vec<Vec<String>> = messages
+        .iter()
+        .map(|m| m.participants.iter().map(|p| match_key(&p.address, rules)).collect())
+        .collect();
+    let mut participants: Vec<[Value; 6]> = Vec::new();
     let mut attachments: Vec<[Value; 5]> = Vec::new();
-    for m in messages {
+    for (m, keys) in messages.iter().zip(&keys) {
         let Some((id, new)) = by_message_id.get_mut(&m.message_id) else {
             return Err(StoreError::Invalid(format!("message {} vanished during insert", m.message_id)));
         };
@@ -569,13 +718,14 @@ pub(crate) async fn insert_messages(
         // A message twice in one batch gets its participants once.
         *new = false;
         new_ids.push(*id);
-        for (position, p) in m.participants.iter().enumerate() {
+        for (position, (p, key)) in m.participants.iter().zip(keys).enumerate() {
             participants.push([
                 Value::Int(*id),
                 Value::Text(p.role.as_str()),
                 Value::Int(position as i64),
                 Value::Text(&p.address),
                 Value::Text(&p.name),
+                Value::Text(key),
             ]);
         }
         for a in &m.attachments {
@@ -588,7 +738,7 @@ pub(crate) async fn insert_messages(
             ]);
         }
     }
-    insert_rows(tx, backend, "INSERT INTO participants (message_id, role, position, address, name) VALUES ", "", &participants).await?;
+    insert_rows(tx, backend, "INSERT INTO participants (message_id, role, position, address, name, match_key) VALUES ", "", &participants).await?;
     insert_rows(
         tx,
         backend,
@@ -649,73 +799,6 @@ async fn assign_threads(
     insert_rows(tx, backend, "INSERT INTO thread_refs (org_id, ref, thread_id) VALUES ", " ON CONFLICT (org_id, ref) DO NOTHING", &key_rows)
         .await?;
     Ok(assigned)
-}
-
-/// Links newly stored messages of a folder: by address to the organization's leads and
-/// contacts (roles from [`crate::ingest::linking_roles`], the owner's addresses excluded),
-/// and to whatever their thread is linked to. Existing link rows, including a person's
-/// unlink, are never overwritten, and a thread a person unlinked from a record is never
-/// linked to it again by address.
-async fn link_new_messages(
-    tx: &mut Transaction<'_, Any>,
-    backend: Backend,
-    folder_id: i64,
-    new_ids: &[i64],
-    now: i64,
-) -> Result<()> {
-    if new_ids.is_empty() {
-        return Ok(());
-    }
-    let row = sqlx::query("SELECT f.role, a.user_id FROM folders f JOIN mail_accounts a ON a.id = f.account_id WHERE f.id = $1")
-        .bind(folder_id)
-        .fetch_one(&mut **tx)
-        .await?;
-    let sent = row.try_get::<String, _>("role")? == FolderRole::Sent.as_str();
-    let owner: i64 = row.try_get("user_id")?;
-    let roles = crate::ingest::linking_roles(sent);
-    for chunk in new_ids.chunks(MAX_PARAMS / 2) {
-        // Parameters: now (twice), owner, the roles, then the message ids.
-        let mut sql = String::from(
-            "INSERT INTO message_links (message_id, entity_kind, entity_id, origin, state, created_at, updated_at) \
-             SELECT DISTINCT p.message_id, ea.entity_kind, ea.entity_id, 'address', 'active', ",
-        );
-        let n = placeholders(backend, 1, 2, &mut sql);
-        sql.push_str(" FROM participants p JOIN messages m ON m.id = p.message_id \
-             JOIN entity_addresses ea ON ea.org_id = m.org_id AND ea.kind = 'email' AND ea.value = p.address \
-             WHERE p.address NOT IN (SELECT address FROM user_addresses WHERE user_id = ");
-        let n = placeholders(backend, n, 1, &mut sql);
-        sql.push_str(") AND p.role IN (");
-        let n = placeholders(backend, n, roles.len(), &mut sql);
-        sql.push_str(") AND NOT EXISTS (SELECT 1 FROM thread_links tl WHERE tl.thread_id = m.thread_id \
-             AND tl.entity_kind = ea.entity_kind AND tl.entity_id = ea.entity_id AND tl.state = 'dissociated') \
-             AND p.message_id IN (");
-        placeholders(backend, n, chunk.len(), &mut sql);
-        sql.push_str(") ON CONFLICT (message_id, entity_kind, entity_id) DO NOTHING");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(now).bind(owner);
-        for role in roles {
-            query = query.bind(*role);
-        }
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        query.execute(&mut **tx).await?;
-
-        let mut sql = String::from(
-            "INSERT INTO message_links (message_id, entity_kind, entity_id, origin, state, created_at, updated_at) \
-             SELECT m.id, tl.entity_kind, tl.entity_id, 'thread', 'active', ",
-        );
-        let n = placeholders(backend, 1, 2, &mut sql);
-        sql.push_str(" FROM messages m JOIN thread_links tl ON tl.thread_id = m.thread_id AND tl.state = 'active' \
-             WHERE m.id IN (");
-        placeholders(backend, n, chunk.len(), &mut sql);
-        sql.push_str(") ON CONFLICT (message_id, entity_kind, entity_id) DO NOTHING");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(now);
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        query.execute(&mut **tx).await?;
-    }
-    Ok(())
 }
 
 /// Of threads about to merge, the one with the most keys: folding the smaller ones into it

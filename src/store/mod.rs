@@ -10,11 +10,15 @@
 
 mod accounts;
 mod crm;
+mod links;
 mod mail;
+mod orgs;
 
 pub use accounts::*;
 pub use crm::*;
+pub use links::{LinkChange, LinkRequest, LinkTarget, LinkView, one_entity};
 pub use mail::*;
+pub use orgs::{AutoCreate, OrgSettings};
 
 use std::time::Duration;
 

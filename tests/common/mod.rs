@@ -66,6 +66,18 @@ where
     }
 }
 
+/// How long a sync step may take in a test before it counts as hung.
+pub const SYNC_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Waits until every folder of the account has finished its initial sync.
+pub async fn wait_initial_sync(store: &mailsync::store::Store, account: i64, folders: usize) {
+    poll_async(SYNC_DEADLINE, "initial sync of all folders", || async {
+        let done = store.folders(account).await.ok()?.iter().filter(|f| f.initial_sync_done).count();
+        (done == folders).then_some(())
+    })
+    .await
+}
+
 /// Waits until the store holds a message with this Message-ID.
 pub async fn wait_for_message(store: &mailsync::store::Store, message_id: &str, deadline: Duration) {
     poll_async(deadline, &format!("message <{message_id}> stored"), || async {
