@@ -36,7 +36,57 @@ pub struct Config {
     pub bcc_drop: BccDropConfig,
     pub secrets: SecretsConfig,
     pub sync: SyncConfig,
+    pub smtp_relay: SmtpRelayConfig,
+    pub outbound: OutboundConfig,
     pub log: LogConfig,
+}
+
+/// Where outgoing mail goes: one relay for everybody, or (host empty) each account's own
+/// SMTP server with the account's credentials.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpRelayConfig {
+    /// Empty: send through each account's own SMTP server.
+    pub host: String,
+    pub port: u16,
+    /// `starttls`, `implicit`, or `none` (a relay on loopback or a trusted network only).
+    pub tls: RelayTls,
+    /// Empty: no authentication.
+    pub username: String,
+    /// File holding the relay password. The systemd credential `smtp-relay-password`
+    /// takes precedence.
+    pub password_file: PathBuf,
+    /// Extra trusted CA certificate(s), PEM, for the relay.
+    pub ca_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayTls {
+    Starttls,
+    Implicit,
+    None,
+}
+
+/// The outbox's policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// Longest time for one whole SMTP transaction (connect to final reply).
+    pub send_timeout_secs: u64,
+    /// Attempts before a message with only transient failures is given up.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt (with jitter) up to `retry_max_secs`.
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+    /// Messages a user may enqueue per rolling 24 hours.
+    pub daily_limit_per_user: u32,
+    /// Messages an organization may enqueue per rolling 24 hours.
+    pub daily_limit_per_org: u32,
+    /// How often the sender looks for due messages queued by the CLI or another daemon.
+    pub poll_ms: u64,
+    /// A message left `sending` this long by a daemon that died is sent again.
+    pub stale_sending_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -162,6 +212,34 @@ impl Default for SyncConfig {
     }
 }
 
+impl Default for SmtpRelayConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: 587,
+            tls: RelayTls::Starttls,
+            username: String::new(),
+            password_file: PathBuf::new(),
+            ca_file: PathBuf::new(),
+        }
+    }
+}
+
+impl Default for OutboundConfig {
+    fn default() -> Self {
+        Self {
+            send_timeout_secs: 60,
+            max_attempts: 8,
+            retry_base_secs: 30,
+            retry_max_secs: 3600,
+            daily_limit_per_user: 300,
+            daily_limit_per_org: 5000,
+            poll_ms: 1000,
+            stale_sending_secs: 300,
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self { format: LogFormat::Auto, level: "info".into() }
@@ -230,6 +308,12 @@ impl Config {
             ("sync.backoff_max_secs", sync.backoff_max_secs),
             ("sync.account_check_ms", sync.account_check_ms),
             ("sync.lease_secs", sync.lease_secs),
+            ("outbound.send_timeout_secs", self.outbound.send_timeout_secs),
+            ("outbound.max_attempts", u64::from(self.outbound.max_attempts)),
+            ("outbound.retry_base_secs", self.outbound.retry_base_secs),
+            ("outbound.retry_max_secs", self.outbound.retry_max_secs),
+            ("outbound.poll_ms", self.outbound.poll_ms),
+            ("outbound.stale_sending_secs", self.outbound.stale_sending_secs),
         ] {
             if value == 0 {
                 return invalid(key, "must be at least 1");
@@ -248,6 +332,12 @@ impl Config {
             || !domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
         {
             return invalid("bcc_drop.domain", "must be a domain name such as drop.example.com");
+        }
+        if self.outbound.stale_sending_secs <= self.outbound.send_timeout_secs {
+            return invalid("outbound.stale_sending_secs", "must be more than outbound.send_timeout_secs, or a slow send is taken for a dead one");
+        }
+        if !self.smtp_relay.host.is_empty() && self.smtp_relay.port == 0 {
+            return invalid("smtp_relay.port", "must be a port number");
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return invalid("log.level", &format!("not a valid filter: {e}"));

@@ -10,16 +10,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::accounts::PASSWORD_PURPOSE;
 use crate::config::SyncConfig;
 use crate::imap::connection::ServerSettings;
 use crate::imap::sync::SyncOptions;
 use crate::imap::worker::{Credentials, WorkerContext, run_account};
-use crate::oauth::TokenSource;
-use crate::imap::{ErrorClass, SyncError};
+use crate::imap::SyncError;
 use crate::ingest::Screen;
 use crate::secrets::MasterKey;
-use crate::store::{Account, AuthKind, Store};
+use crate::store::{Account, Store};
 
 struct Running {
     generation: i64,
@@ -153,37 +151,13 @@ impl Supervisor {
     }
 
     async fn context(&self, account: &Account) -> Result<WorkerContext, SyncError> {
-        let ca_file: Option<std::path::PathBuf> = (!account.ca_file.is_empty()).then(|| account.ca_file.clone().into());
-        // Built once per worker: both folder connections and every reconnect share it.
-        let tls = crate::net::tls::connector(ca_file.as_deref())?;
-        let credentials = match account.auth {
-            AuthKind::Password => {
-                let sealed = self.store.account_secret(account.id).await?;
-                let password = self
-                    .key
-                    .open(PASSWORD_PURPOSE, &sealed)
-                    .map_err(|e| SyncError::new(ErrorClass::Secret, e.to_string()))?;
-                Credentials::Password(password)
-            }
-            AuthKind::Xoauth2 => {
-                Credentials::OAuth(Arc::new(TokenSource::new(self.store.clone(), self.key.clone(), account.id).await?))
-            }
-        };
         let c = &self.config;
         Ok(WorkerContext {
             store: self.store.clone(),
             account_id: account.id,
             org_id: account.org_id,
-            credentials,
-            server: ServerSettings {
-                host: account.imap_host.clone(),
-                port: account.imap_port,
-                tls: account.imap_tls,
-                tls_connector: tls,
-                username: account.username.clone(),
-                connect_timeout: Duration::from_secs(c.connect_timeout_secs),
-                io_timeout: Duration::from_secs(c.io_timeout_secs),
-            },
+            credentials: Credentials::for_account(&self.store, &self.key, account).await?,
+            server: ServerSettings::for_account(account, c)?,
             sync: SyncOptions {
                 screen: Screen { max_recipients: c.max_recipients },
                 batch_size: c.batch_size as usize,

@@ -32,6 +32,22 @@ pub struct ServerSettings {
     pub io_timeout: Duration,
 }
 
+impl ServerSettings {
+    /// The account's IMAP server, trusting the webpki roots plus the account's CA file.
+    pub fn for_account(account: &crate::store::Account, sync: &crate::config::SyncConfig) -> Result<ServerSettings, SyncError> {
+        let ca_file: Option<std::path::PathBuf> = (!account.ca_file.is_empty()).then(|| account.ca_file.clone().into());
+        Ok(ServerSettings {
+            host: account.imap_host.clone(),
+            port: account.imap_port,
+            tls: account.imap_tls,
+            tls_connector: crate::net::tls::connector(ca_file.as_deref())?,
+            username: account.username.clone(),
+            connect_timeout: Duration::from_secs(sync.connect_timeout_secs),
+            io_timeout: Duration::from_secs(sync.io_timeout_secs),
+        })
+    }
+}
+
 impl std::fmt::Debug for ServerSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerSettings")

@@ -15,8 +15,8 @@ use super::error::{ErrorClass, SyncError};
 use super::folders::find_folders;
 use super::sync::{FolderSync, SyncOptions};
 use crate::oauth::TokenSource;
-use crate::secrets::Secret;
-use crate::store::{FolderRole, Store};
+use crate::secrets::{MasterKey, Secret};
+use crate::store::{Account, AuthKind, FolderRole, Store};
 
 /// Where a worker's login credential comes from.
 #[derive(Debug)]
@@ -27,7 +27,21 @@ pub enum Credentials {
 }
 
 impl Credentials {
-    async fn current(&self) -> Result<Credential, SyncError> {
+    /// The account's password (unsealed) or a token source for its OAuth2 grant.
+    pub async fn for_account(store: &Store, key: &Arc<MasterKey>, account: &Account) -> Result<Credentials, SyncError> {
+        Ok(match account.auth {
+            AuthKind::Password => {
+                let sealed = store.account_secret(account.id).await?;
+                let password = key
+                    .open(crate::accounts::PASSWORD_PURPOSE, &sealed)
+                    .map_err(|e| SyncError::new(ErrorClass::Secret, e.to_string()))?;
+                Credentials::Password(password)
+            }
+            AuthKind::Xoauth2 => Credentials::OAuth(Arc::new(TokenSource::new(store.clone(), key.clone(), account.id).await?)),
+        })
+    }
+
+    pub async fn current(&self) -> Result<Credential, SyncError> {
         match self {
             Credentials::Password(p) => Ok(Credential::Password(p.clone())),
             Credentials::OAuth(source) => Ok(Credential::AccessToken(source.access_token().await?)),

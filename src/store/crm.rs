@@ -254,6 +254,11 @@ impl Store {
             summary.created += fresh.len() as u64;
         }
         tx.commit().await?;
+        if self.backend == Backend::Postgres && summary.created >= 1_000 {
+            // Fresh statistics now, not at autovacuum's next pass: with stale ones the
+            // planner scans entity_addresses per participant, and matching crawls.
+            sqlx::query("ANALYZE entity_addresses").execute(&self.pool).await?;
+        }
         Ok(summary)
     }
 
