@@ -10,12 +10,13 @@ use serde::Serialize;
 
 use crate::accounts::{AccountInput, OAuthInput, read_secret};
 use crate::oauth::Provider;
+use crate::outbound::compose::{AttachmentInput, OutgoingInput, encode_base64};
 use crate::config::Config;
 use crate::daemon;
 use crate::secrets::MasterKey;
 use crate::status::Status;
 use crate::store::{
-    Account, AuthKind, AutoCreate, Deal, LinkRequest, LinkView, MessageSummary, NewDeal, NewPerson, OrgSettings, Person,
+    Account, AuthKind, AutoCreate, Deal, LinkRequest, LinkView, MessageSummary, NewDeal, NewPerson, OrgSettings, OutboxEntry, Person,
     PersonKind, StoreError, TlsMode, one_entity,
 };
 
@@ -63,6 +64,72 @@ pub enum Command {
     /// Organization settings (address matching rules, auto-created leads).
     #[command(subcommand)]
     Org(OrgCommand),
+    /// Queue a message for sending; prints its outbox id (the daemon sends it).
+    Send(Box<SendArgs>),
+    /// Outgoing messages and their delivery state.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The sending user's address (their mail account's).
+    #[arg(long)]
+    pub user: String,
+    /// Recipient, `addr` or `Name <addr>` (may be repeated).
+    #[arg(long)]
+    pub to: Vec<String>,
+    #[arg(long)]
+    pub cc: Vec<String>,
+    #[arg(long)]
+    pub bcc: Vec<String>,
+    #[arg(long, default_value = "")]
+    pub subject: String,
+    /// Plain-text body.
+    #[arg(long, conflicts_with = "text_file")]
+    pub text: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub text_file: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub html_file: Option<PathBuf>,
+    /// Attach a file (may be repeated).
+    #[arg(long, value_name = "FILE")]
+    pub attach: Vec<PathBuf>,
+    /// Store id of the message this replies to.
+    #[arg(long, value_name = "MESSAGE")]
+    pub reply_to: Option<i64>,
+    #[arg(long)]
+    pub deal: Option<i64>,
+    #[arg(long)]
+    pub lead: Option<i64>,
+    #[arg(long)]
+    pub contact: Option<i64>,
+    #[command(flatten)]
+    pub json: JsonFlag,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List outgoing messages, newest first.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        /// queued, sending, sent or failed.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, default_value_t = 0)]
+        offset: i64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Show one outgoing message: status, attempts, per-recipient results.
+    Show {
+        id: i64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -439,6 +506,17 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
                 format!("thread {} ({}), linked: {}\n{}", thread.id, thread.org, links.join(", "), message_table(&thread.messages))
             })
         }
+        Command::Send(args) => send(*args, &config).await,
+        Command::Outbox(OutboxCommand::List { user, status, limit, offset, json }) => {
+            let store = daemon::open_store(&config).await?;
+            let entries = store.list_outbox(user.as_deref(), status.as_deref(), limit, offset).await?;
+            print(json.json, &entries, || outbox_table(&entries))
+        }
+        Command::Outbox(OutboxCommand::Show { id, json }) => {
+            let store = daemon::open_store(&config).await?;
+            let entry = store.outbox_entry(id).await?;
+            print(json.json, &entry, || outbox_table(std::slice::from_ref(&entry)))
+        }
         Command::Link(args) => link(args, true, &config).await,
         Command::Unlink(args) => link(args, false, &config).await,
         Command::Org(OrgCommand::Show { name, json }) => {
@@ -588,6 +666,52 @@ async fn add_email(kind: PersonKind, args: AddEmailArgs, config: &Config) -> any
     let store = daemon::open_store(config).await?;
     let person = store.add_person_email(kind, args.id, &args.email).await?;
     print(args.json.json, &person, || person_table(std::slice::from_ref(&person)))
+}
+
+async fn send(args: SendArgs, config: &Config) -> anyhow::Result<()> {
+    let read = |path: &Path| std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()));
+    let text = match (&args.text, &args.text_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(f)) => Some(read(f)?),
+        (None, None) => None,
+    };
+    let html = args.html_file.as_deref().map(read).transpose()?;
+    let mut attachments = Vec::new();
+    for path in &args.attach {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let filename = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "attachment".into());
+        attachments.push(AttachmentInput {
+            filename,
+            content_type: "application/octet-stream".into(),
+            content_base64: encode_base64(&bytes),
+        });
+    }
+    let input = OutgoingInput {
+        user: args.user,
+        to: args.to,
+        cc: args.cc,
+        bcc: args.bcc,
+        subject: args.subject,
+        text,
+        html,
+        attachments,
+        reply_to: args.reply_to,
+        deal: args.deal,
+        lead: args.lead,
+        contact: args.contact,
+    };
+    let store = daemon::open_store(config).await?;
+    let entry = crate::outbound::enqueue(&store, &input, config).await?;
+    print(args.json.json, &entry, || format!("{}\n", entry.id))
+}
+
+fn outbox_table(entries: &[OutboxEntry]) -> String {
+    let mut out = String::from("ID  USER  STATUS  ATTEMPTS  RECIPIENTS  LAST REPLY\n");
+    for e in entries {
+        let recipients: Vec<String> = e.recipients.iter().map(|r| format!("{}={}", r.address, r.state)).collect();
+        out += &format!("{}  {}  {}  {}  {}  {}\n", e.id, e.user, e.status, e.attempts, recipients.join(","), e.last_reply);
+    }
+    out
 }
 
 async fn link(args: LinkArgs, link: bool, config: &Config) -> anyhow::Result<()> {

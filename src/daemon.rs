@@ -46,7 +46,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let relink = Arc::new(tokio::sync::Notify::new());
     let relink_poll = Duration::from_millis(config.sync.account_check_ms);
     let relinker_task = tokio::spawn(crate::relinker::run(store.clone(), relink.clone(), relink_poll, stop_rx.clone()));
-    let app = api::router(AppState { store: store.clone(), key, tokens, relink });
+    let outbox = Arc::new(tokio::sync::Notify::new());
+    let sender = crate::outbound::sender::SenderContext::new(store.clone(), key.clone(), &config)?;
+    let sender_task = tokio::spawn(crate::outbound::sender::run(Arc::new(sender), outbox.clone(), stop_rx.clone()));
+    let app = api::router(AppState { store: store.clone(), key, tokens, relink, outbox, config: Arc::new(config.clone()) });
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -78,6 +81,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("workers did not stop within the grace period");
     }
     relinker_task.abort();
+    // A send in flight gets the grace period; one cut off stays `sending` and is retried.
+    if tokio::time::timeout(SHUTDOWN_GRACE, sender_task).await.is_err() {
+        tracing::warn!("the sender did not stop within the grace period");
+    }
     if let Some(task) = watchdog_task {
         task.abort();
     }

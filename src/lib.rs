@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod logging;
 pub mod net;
 pub mod oauth;
+pub mod outbound;
 pub mod relinker;
 pub mod secrets;
 pub mod status;

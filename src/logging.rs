@@ -8,6 +8,9 @@ use crate::config::{LogConfig, LogFormat};
 
 /// Crates whose trace level would print credentials (async-imap logs LOGIN lines).
 const NEVER_TRACE: &[&str] = &["async_imap", "imap_proto"];
+/// Crates whose debug level would print credentials (lettre logs every line it writes,
+/// AUTH included).
+const NEVER_DEBUG: &[&str] = &["lettre"];
 
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init(config: &LogConfig) {
@@ -38,12 +41,15 @@ pub fn capped_filter(level: &str) -> String {
     let mut parts: Vec<String> = level
         .split(',')
         .map(str::trim)
-        .filter(|d| !d.is_empty() && !NEVER_TRACE.iter().any(|c| d.starts_with(c)))
+        .filter(|d| !d.is_empty() && !NEVER_TRACE.iter().chain(NEVER_DEBUG).any(|c| d.starts_with(c)))
         .map(String::from)
         .collect();
     let global_trace = parts.iter().any(|d| d == "trace");
     for krate in NEVER_TRACE {
         parts.push(format!("{krate}={}", if global_trace { "debug" } else { "info" }));
+    }
+    for krate in NEVER_DEBUG {
+        parts.push(format!("{krate}=info"));
     }
     parts.join(",")
 }
@@ -55,5 +61,7 @@ mod tests {
         let f = super::capped_filter("trace,async_imap=trace");
         assert!(!f.contains("async_imap=trace"), "{f}");
         assert!(f.contains("async_imap=debug"), "{f}");
+        let f = super::capped_filter("debug,lettre=trace");
+        assert!(f.ends_with("lettre=info") && !f.contains("lettre=trace"), "{f}");
     }
 }

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{ApiError, AppState};
 use crate::accounts::AccountInput;
+use crate::outbound::compose::OutgoingInput;
 use crate::status::Status;
 use crate::store::{LinkRequest, NewDeal, NewPerson, OrgSettings, PersonKind, one_entity};
 
@@ -211,6 +212,36 @@ pub async fn list_messages(State(state): State<AppState>, query: Result<Query<Me
         _ => return Err(ApiError::bad_request("give exactly one of account, lead, contact and deal")),
     };
     Ok(Json(messages).into_response())
+}
+
+pub async fn send_message(State(state): State<AppState>, payload: Result<Json<OutgoingInput>, JsonRejection>) -> ApiResult {
+    let entry = crate::outbound::enqueue(&state.store, &body(payload)?, &state.config).await?;
+    state.outbox.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(entry)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxQuery {
+    user: Option<String>,
+    status: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: i64,
+    #[serde(default)]
+    offset: i64,
+}
+
+pub async fn list_outbox(State(state): State<AppState>, query: Result<Query<OutboxQuery>, QueryRejection>) -> ApiResult {
+    let q = query.map(|Query(q)| q).map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if !(1..=1000).contains(&q.limit) || q.offset < 0 {
+        return Err(ApiError::bad_request("limit must be 1 to 1000 and offset at least 0"));
+    }
+    let entries = state.store.list_outbox(q.user.as_deref(), q.status.as_deref(), q.limit, q.offset).await?;
+    Ok(Json(entries).into_response())
+}
+
+pub async fn show_outbox(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
+    Ok(Json(state.store.outbox_entry(id(path)?).await?).into_response())
 }
 
 pub async fn show_thread(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {

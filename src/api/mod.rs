@@ -29,6 +29,9 @@ pub struct AppState {
     pub tokens: Arc<Vec<String>>,
     /// Wakes the relinker after a request queued retroactive linking.
     pub relink: Arc<tokio::sync::Notify>,
+    /// Wakes the sender after a request queued mail.
+    pub outbox: Arc<tokio::sync::Notify>,
+    pub config: Arc<crate::config::Config>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -47,6 +50,9 @@ pub fn router(state: AppState) -> Router {
         .route("/deals", get(handlers::list_deals).post(handlers::add_deal))
         .route("/deals/{id}", get(handlers::show_deal))
         .route("/messages", get(handlers::list_messages))
+        .route("/messages/send", post(handlers::send_message))
+        .route("/outbox", get(handlers::list_outbox))
+        .route("/outbox/{id}", get(handlers::show_outbox))
         .route("/threads/{id}", get(handlers::show_thread))
         .route("/links", post(handlers::link))
         .route("/unlinks", post(handlers::unlink))
@@ -94,6 +100,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "not_found", m),
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::Invalid(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", m),
+            StoreError::Limit(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, "limit_reached", m),
             _ if e.is_transient() => {
                 tracing::warn!(error = %e, "store unavailable");
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the store is unavailable; retry")

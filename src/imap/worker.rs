@@ -256,18 +256,24 @@ impl Backoff {
     }
 
     pub fn next_delay(&mut self) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << self.attempt.min(16));
+        let delay = jittered_backoff(self.base, self.max, self.attempt);
         self.attempt += 1;
-        let capped = exp.min(self.max);
-        let mut r = [0u8; 2];
-        let _ = crate::secrets::random_bytes(&mut r);
-        let jitter = 0.8 + 0.4 * f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX);
-        capped.mul_f64(jitter)
+        delay
     }
 
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
+}
+
+/// `base * 2^attempt`, capped at `max`, times a random factor in 0.8..1.2 so that many
+/// clients failing together do not retry together.
+pub fn jittered_backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let capped = base.saturating_mul(1u32 << attempt.min(16)).min(max);
+    let mut r = [0u8; 2];
+    let _ = crate::secrets::random_bytes(&mut r);
+    let jitter = 0.8 + 0.4 * f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX);
+    capped.mul_f64(jitter)
 }
 
 #[cfg(test)]

@@ -237,6 +237,17 @@ impl Store {
         account_from_row(&row)
     }
 
+    /// The mail account of a user.
+    pub async fn account_of_user(&self, user_id: i64) -> Result<Account> {
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} WHERE a.user_id = $1");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("user {user_id} has no mail account")))?;
+        account_from_row(&row)
+    }
+
     pub async fn list_accounts(&self) -> Result<Vec<Account>> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} ORDER BY a.id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;

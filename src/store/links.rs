@@ -197,38 +197,7 @@ impl Store {
     pub async fn link(&self, target: LinkTarget, kind: EntityKind, entity_id: i64) -> Result<LinkChange> {
         let mut tx = self.pool.begin().await?;
         let (thread_id, message) = self.resolve(&mut tx, target, kind, entity_id).await?;
-        let now = now_ms();
-        let mut changed = 0;
-        if let Some(message) = message {
-            changed += set_message_link(&mut tx, message, kind, entity_id, "active", now).await?;
-        }
-        set_thread_link(&mut tx, thread_id, kind, entity_id, "active", now).await?;
-        if message.is_none() {
-            changed += sqlx::query(concat!(
-                "UPDATE message_links SET state = 'active', origin = 'manual', updated_at = $1 ",
-                "WHERE entity_kind = $2 AND entity_id = $3 AND state = 'dissociated' ",
-                "AND message_id IN (SELECT id FROM messages WHERE thread_id = $4)"
-            ))
-            .bind(now)
-            .bind(kind.as_str())
-            .bind(entity_id)
-            .bind(thread_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        }
-        changed += sqlx::query(concat!(
-            "INSERT INTO message_links (message_id, entity_kind, entity_id, origin, state, created_at, updated_at) ",
-            "SELECT id, $1, $2, 'thread', 'active', $3, $3 FROM messages WHERE thread_id = $4 ",
-            "ON CONFLICT (message_id, entity_kind, entity_id) DO NOTHING"
-        ))
-        .bind(kind.as_str())
-        .bind(entity_id)
-        .bind(now)
-        .bind(thread_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let changed = link_in(&mut tx, thread_id, message, kind, entity_id, now_ms()).await?;
         tx.commit().await?;
         Ok(LinkChange { thread_id, messages: changed })
     }
@@ -282,21 +251,11 @@ impl Store {
         let org_id: i64 = row.try_get("org_id")?;
         let thread_id: Option<i64> = row.try_get("thread_id")?;
         let thread_id = thread_id.ok_or_else(|| StoreError::Invalid(format!("message {id} has no thread")))?;
-        let table = match kind {
-            EntityKind::Lead => "SELECT org_id FROM leads WHERE id = $1",
-            EntityKind::Contact => "SELECT org_id FROM contacts WHERE id = $1",
-            EntityKind::Deal => "SELECT org_id FROM deals WHERE id = $1",
-        };
-        let entity_org: Option<i64> = sqlx::query_scalar(table).bind(entity_id).fetch_optional(&mut **tx).await?;
-        match entity_org {
-            None => return Err(StoreError::NotFound(format!("no {} with id {entity_id}", kind.as_str()))),
-            Some(o) if o != org_id => {
-                return Err(StoreError::Invalid(format!(
-                    "{} {entity_id} belongs to another organization than {what} {id}",
-                    kind.as_str()
-                )));
-            }
-            Some(_) => {}
+        if entity_org(tx, kind, entity_id).await? != org_id {
+            return Err(StoreError::Invalid(format!(
+                "{} {entity_id} belongs to another organization than {what} {id}",
+                kind.as_str()
+            )));
         }
         lock_org(tx, org_id).await?;
         Ok((thread_id, matches!(target, LinkTarget::Message(_)).then_some(id)))
@@ -361,6 +320,65 @@ impl Store {
     pub async fn pending_relink_jobs(&self) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM relink_jobs").fetch_one(&self.pool).await?)
     }
+}
+
+/// A person's link of a message (or, with `message` None, of a whole thread) to a record,
+/// inside the caller's transaction; the organization lock must be held. Returns the
+/// number of message links created or changed.
+pub(crate) async fn link_in(
+    tx: &mut Transaction<'_, Any>,
+    thread_id: i64,
+    message: Option<i64>,
+    kind: EntityKind,
+    entity_id: i64,
+    now: i64,
+) -> Result<u64> {
+    let mut changed = 0;
+    if let Some(message) = message {
+        changed += set_message_link(tx, message, kind, entity_id, "active", now).await?;
+    }
+    set_thread_link(tx, thread_id, kind, entity_id, "active", now).await?;
+    if message.is_none() {
+        changed += sqlx::query(concat!(
+            "UPDATE message_links SET state = 'active', origin = 'manual', updated_at = $1 ",
+            "WHERE entity_kind = $2 AND entity_id = $3 AND state = 'dissociated' ",
+            "AND message_id IN (SELECT id FROM messages WHERE thread_id = $4)"
+        ))
+        .bind(now)
+        .bind(kind.as_str())
+        .bind(entity_id)
+        .bind(thread_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    }
+    changed += sqlx::query(concat!(
+        "INSERT INTO message_links (message_id, entity_kind, entity_id, origin, state, created_at, updated_at) ",
+        "SELECT id, $1, $2, 'thread', 'active', $3, $3 FROM messages WHERE thread_id = $4 ",
+        "ON CONFLICT (message_id, entity_kind, entity_id) DO NOTHING"
+    ))
+    .bind(kind.as_str())
+    .bind(entity_id)
+    .bind(now)
+    .bind(thread_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(changed)
+}
+
+/// The organization a lead, contact or deal belongs to.
+pub(crate) async fn entity_org(tx: &mut Transaction<'_, Any>, kind: EntityKind, entity_id: i64) -> Result<i64> {
+    let sql = match kind {
+        EntityKind::Lead => "SELECT org_id FROM leads WHERE id = $1",
+        EntityKind::Contact => "SELECT org_id FROM contacts WHERE id = $1",
+        EntityKind::Deal => "SELECT org_id FROM deals WHERE id = $1",
+    };
+    sqlx::query_scalar(sql)
+        .bind(entity_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no {} with id {entity_id}", kind.as_str())))
 }
 
 /// Sets a person's decision on one message link (origin `manual`); returns 1 if it changed.

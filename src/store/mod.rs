@@ -13,12 +13,14 @@ mod crm;
 mod links;
 mod mail;
 mod orgs;
+mod outbox;
 
 pub use accounts::*;
 pub use crm::*;
 pub use links::{LinkChange, LinkRequest, LinkTarget, LinkView, one_entity};
 pub use mail::*;
 pub use orgs::{AutoCreate, OrgSettings};
+pub use outbox::{AttemptEnd, NewOutgoing, OutboxEntry, OutgoingJob, RecipientResult, Sender};
 
 use std::time::Duration;
 
@@ -47,6 +49,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// A quota is used up (e.g. the daily send limit); the same request works later.
+    #[error("{0}")]
+    Limit(String),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
 }

@@ -185,7 +185,7 @@ pub fn certs() -> &'static Certs {
     })
 }
 
-fn kill(child: &mut Child) {
+pub fn kill(child: &mut Child) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
@@ -602,8 +602,14 @@ pub struct SmtpSink {
 impl SmtpSink {
     /// `args` are smtp-sink(1) options placed before the address (fault modes and such).
     pub fn start(args: &[&str]) -> SmtpSink {
+        SmtpSink::start_on(free_port(), args)
+    }
+
+    /// On a given port (a relay that comes back where it was).
+    pub fn start_on(port: u16, args: &[&str]) -> SmtpSink {
         let dir = shared_tempdir();
-        let port = free_port();
+        // It runs as nobody and may dump mail here.
+        set_mode(dir.path(), 0o777);
         let log = dir.path().join("sink.log");
         let mut child = Command::new("smtp-sink")
             .args(["-u", "nobody"])
@@ -618,6 +624,14 @@ impl SmtpSink {
             .expect("cannot start smtp-sink (is postfix installed?)");
         wait_for_port(port, &mut child, "smtp-sink", &log);
         SmtpSink { child, port, dir }
+    }
+}
+
+impl SmtpSink {
+    /// Messages received so far, when started with `-d mail/%H%M%S.` (one file each).
+    pub fn dumped(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join("mail")) else { return Vec::new() };
+        entries.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok()).collect()
     }
 }
 

@@ -1,0 +1,244 @@
+//! The daemon's sender task: claims due outbox rows, runs their SMTP transactions
+//! (several at once), records each attempt, and files copies in users' Sent folders.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use super::smtp::{RecipientOutcome, SmtpAuth, SmtpFailure, SmtpTarget, deliver};
+use crate::config::{Config, OutboundConfig, RelayTls, SyncConfig};
+use crate::imap::connection::{Credential, ServerSettings, connect};
+use crate::imap::worker::{Credentials, jittered_backoff};
+use crate::secrets::{MasterKey, Secret};
+use crate::store::{AttemptEnd, FolderRole, OutgoingJob, RecipientResult, Store, TlsMode, now_ms};
+
+/// Messages in flight at once.
+const CONCURRENT_SENDS: i64 = 16;
+const RELAY_PASSWORD_CREDENTIAL: &str = "smtp-relay-password";
+
+pub struct SenderContext {
+    pub store: Store,
+    pub key: Arc<MasterKey>,
+    /// The configured relay; None sends through each account's own SMTP server.
+    pub relay: Option<SmtpTarget>,
+    pub outbound: OutboundConfig,
+    pub sync: SyncConfig,
+}
+
+impl SenderContext {
+    /// Reads the relay's password (systemd credential, else the configured file) and CA
+    /// file once, at start: a broken relay configuration stops the daemon with a reason.
+    pub fn new(store: Store, key: Arc<MasterKey>, config: &Config) -> anyhow::Result<SenderContext> {
+        let r = &config.smtp_relay;
+        let relay = if r.host.is_empty() {
+            None
+        } else {
+            let auth = if r.username.is_empty() {
+                None
+            } else {
+                let credential = std::env::var_os("CREDENTIALS_DIRECTORY")
+                    .map(|d| std::path::Path::new(&d).join(RELAY_PASSWORD_CREDENTIAL))
+                    .filter(|p| p.exists());
+                let path = credential.unwrap_or_else(|| r.password_file.clone());
+                let password = std::fs::read_to_string(&path).map_err(|e| {
+                    anyhow::anyhow!("smtp_relay.password_file {}: {e} (needed because smtp_relay.username is set)", path.display())
+                })?;
+                Some(SmtpAuth::Password { username: r.username.clone(), password: Secret::new(password.trim_end_matches(['\r', '\n'])) })
+            };
+            let ca_pem = if r.ca_file.as_os_str().is_empty() {
+                None
+            } else {
+                Some(std::fs::read(&r.ca_file).map_err(|e| anyhow::anyhow!("smtp_relay.ca_file {}: {e}", r.ca_file.display()))?)
+            };
+            Some(SmtpTarget { host: r.host.clone(), port: r.port, tls: r.tls, ca_pem, auth })
+        };
+        Ok(SenderContext { store, key, relay, outbound: config.outbound.clone(), sync: config.sync.clone() })
+    }
+
+    /// The relay, or the user's own SMTP server with the account's credentials.
+    async fn target_for(&self, user_id: i64) -> Result<SmtpTarget, SmtpFailure> {
+        if let Some(relay) = &self.relay {
+            return Ok(relay.clone());
+        }
+        let transient = |e: String| SmtpFailure { permanent: false, reply: e };
+        let account = self.store.account_of_user(user_id).await.map_err(|e| transient(e.to_string()))?;
+        if account.smtp_host.is_empty() {
+            return Err(SmtpFailure {
+                permanent: true,
+                reply: format!("account {} has no SMTP server and no [smtp_relay] host is configured", account.id),
+            });
+        }
+        let ca_pem = if account.ca_file.is_empty() {
+            None
+        } else {
+            Some(std::fs::read(&account.ca_file).map_err(|e| transient(format!("CA file {}: {e}", account.ca_file)))?)
+        };
+        let credentials =
+            Credentials::for_account(&self.store, &self.key, &account).await.map_err(|e| transient(e.to_string()))?;
+        let auth = match credentials.current().await.map_err(|e| transient(e.to_string()))? {
+            Credential::Password(password) => SmtpAuth::Password { username: account.username.clone(), password },
+            Credential::AccessToken(access_token) => SmtpAuth::Xoauth2 { username: account.username.clone(), access_token },
+        };
+        let tls = match account.smtp_tls {
+            TlsMode::Implicit => RelayTls::Implicit,
+            TlsMode::Starttls => RelayTls::Starttls,
+        };
+        Ok(SmtpTarget { host: account.smtp_host.clone(), port: account.smtp_port, tls, ca_pem, auth: Some(auth) })
+    }
+}
+
+/// Runs until `stop`: wakes on `wake` (the API queued mail) or every `outbound.poll_ms`.
+pub async fn run(ctx: Arc<SenderContext>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    let poll = Duration::from_millis(ctx.outbound.poll_ms);
+    loop {
+        let busy = match round(ctx.clone()).await {
+            Ok(busy) => busy,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox unavailable; retrying");
+                false
+            }
+        };
+        if busy {
+            continue;
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// One pass: due messages, then Sent-folder copies. Returns whether there was work.
+async fn round(ctx: Arc<SenderContext>) -> crate::store::Result<bool> {
+    let stale_ms = i64::try_from(ctx.outbound.stale_sending_secs * 1000).unwrap_or(i64::MAX);
+    let jobs = ctx.store.claim_outgoing(stale_ms, CONCURRENT_SENDS).await?;
+    let mut tasks = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let ctx = ctx.clone();
+        // Each attempt in its own task: a panic costs that message's attempt, which is
+        // claimed again once stale, not the sender.
+        tasks.push((job.id, tokio::spawn(async move { attempt(&ctx, job).await })));
+    }
+    let busy = !tasks.is_empty();
+    for (id, task) in tasks {
+        if let Err(e) = task.await {
+            tracing::error!(outbox = id, error = %e, "send attempt panicked");
+        }
+    }
+    let copies = ctx.store.pending_sent_copies(CONCURRENT_SENDS).await?;
+    for (id, user_id, raw) in &copies {
+        let state = match file_sent_copy(&ctx, *user_id, raw).await {
+            Ok(()) => "appended".to_string(),
+            Err(e) => {
+                tracing::warn!(outbox = id, error = %e, "could not file the copy in the Sent folder");
+                format!("failed: {e}")
+            }
+        };
+        ctx.store.set_sent_copy(*id, &state).await?;
+    }
+    Ok(busy || !copies.is_empty())
+}
+
+async fn attempt(ctx: &SenderContext, job: OutgoingJob) {
+    let pending: Vec<String> = job.recipients.iter().filter(|r| r.state == "pending").map(|r| r.address.clone()).collect();
+    let timeout = Duration::from_secs(ctx.outbound.send_timeout_secs);
+    let outcome = match ctx.target_for(job.user_id).await {
+        Ok(target) => deliver(&target, timeout, &job.envelope_from, &pending, &job.raw).await,
+        Err(e) => Err(e),
+    };
+    let (results, end) = conclude(&job, outcome, &ctx.outbound);
+    match &end {
+        AttemptEnd::Sent { .. } => tracing::info!(outbox = job.id, attempts = job.attempts, "message sent"),
+        AttemptEnd::Retry { reply, .. } => tracing::warn!(outbox = job.id, attempts = job.attempts, reply = %reply, "send deferred"),
+        AttemptEnd::Failed { reply } => tracing::warn!(outbox = job.id, attempts = job.attempts, reply = %reply, "send failed"),
+    }
+    if let Err(e) = ctx.store.finish_attempt(&job, &results, &end).await {
+        // The row stays `sending` and is claimed again once stale: it may go out twice,
+        // the documented window (see the module docs of `outbound`).
+        tracing::error!(outbox = job.id, error = %e, "could not record a send attempt");
+    }
+}
+
+/// Merges an attempt's outcome into the per-recipient results and decides what next:
+/// sent when nothing is pending, failed on permanent refusal or used-up attempts,
+/// otherwise a retry after a jittered exponential delay.
+fn conclude(
+    job: &OutgoingJob,
+    outcome: Result<super::smtp::Delivery, SmtpFailure>,
+    policy: &OutboundConfig,
+) -> (Vec<RecipientResult>, AttemptEnd) {
+    let mut results = job.recipients.clone();
+    let mut last_reply = String::new();
+    match outcome {
+        Ok(delivery) => {
+            for (address, o) in delivery.recipients {
+                let Some(r) = results.iter_mut().find(|r| r.address == address) else { continue };
+                match o {
+                    RecipientOutcome::Accepted => {
+                        r.state = "accepted".into();
+                        r.reply.clear();
+                    }
+                    RecipientOutcome::Refused { permanent, reply } => {
+                        if permanent {
+                            r.state = "refused".into();
+                        }
+                        last_reply.clone_from(&reply);
+                        r.reply = reply;
+                    }
+                }
+            }
+            if let Some(reply) = delivery.data_reply {
+                last_reply = reply;
+            }
+        }
+        Err(failure) => {
+            for r in results.iter_mut().filter(|r| r.state == "pending") {
+                if failure.is_permanent() {
+                    r.state = "refused".into();
+                }
+                r.reply.clone_from(&failure.reply);
+            }
+            last_reply = failure.reply;
+        }
+    }
+    let accepted = results.iter().any(|r| r.state == "accepted");
+    let pending = results.iter().any(|r| r.state == "pending");
+    let end = if !pending {
+        if accepted { AttemptEnd::Sent { reply: last_reply } } else { AttemptEnd::Failed { reply: last_reply } }
+    } else if job.attempts >= i64::from(policy.max_attempts) {
+        for r in results.iter_mut().filter(|r| r.state == "pending") {
+            r.state = "refused".into();
+            r.reply = format!("gave up after {} attempts: {}", job.attempts, r.reply);
+        }
+        if accepted { AttemptEnd::Sent { reply: last_reply } } else { AttemptEnd::Failed { reply: format!("gave up after {} attempts: {last_reply}", job.attempts) } }
+    } else {
+        let delay = jittered_backoff(
+            Duration::from_secs(policy.retry_base_secs),
+            Duration::from_secs(policy.retry_max_secs),
+            u32::try_from(job.attempts - 1).unwrap_or(0),
+        );
+        AttemptEnd::Retry { at: now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX), reply: last_reply }
+    };
+    (results, end)
+}
+
+/// APPENDs a sent message to the user's Sent folder (seen). The folder's own sync then
+/// finds it and recognizes it by its Message-ID.
+async fn file_sent_copy(ctx: &SenderContext, user_id: i64, raw: &[u8]) -> anyhow::Result<()> {
+    let account = ctx.store.account_of_user(user_id).await?;
+    let sent = ctx
+        .store
+        .folder(account.id, FolderRole::Sent)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the account has no Sent folder (yet)"))?;
+    let settings = ServerSettings::for_account(&account, &ctx.sync)?;
+    let credentials = Credentials::for_account(&ctx.store, &ctx.key, &account).await?;
+    let mut connection = connect(&settings, &credentials.current().await?).await?;
+    let appended = connection.session.append(&sent.name, Some("(\\Seen)"), None, raw).await;
+    crate::imap::connection::drain_unsolicited(&connection.session);
+    let _ = connection.session.logout().await;
+    appended?;
+    Ok(())
+}
