@@ -154,10 +154,18 @@ async fn attempt(ctx: &SenderContext, job: OutgoingJob) {
         AttemptEnd::Retry { reply, .. } => tracing::warn!(outbox = job.id, attempts = job.attempts, reply = %reply, "send deferred"),
         AttemptEnd::Failed { reply } => tracing::warn!(outbox = job.id, attempts = job.attempts, reply = %reply, "send failed"),
     }
-    if let Err(e) = ctx.store.finish_attempt(&job, &results, &end).await {
-        // The row stays `sending` and is claimed again once stale: it may go out twice,
-        // the documented window (see the module docs of `outbound`).
-        tracing::error!(outbox = job.id, error = %e, "could not record a send attempt");
+    // A busy store is waited for: an unrecorded success would be sent again.
+    let mut tries = 0;
+    while let Err(e) = ctx.store.finish_attempt(&job, &results, &end).await {
+        tries += 1;
+        if !e.is_transient() || tries >= 10 {
+            // The row stays `sending` and is claimed again once stale: it may go out
+            // twice, the documented window (see the module docs of `outbound`).
+            tracing::error!(outbox = job.id, error = %e, "could not record a send attempt");
+            return;
+        }
+        tracing::warn!(outbox = job.id, error = %e, "recording a send attempt failed; retrying");
+        tokio::time::sleep(Duration::from_millis(100 * tries)).await;
     }
 }
 

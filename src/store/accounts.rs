@@ -153,7 +153,7 @@ impl Store {
     /// A user has at most one mail account: a second one is a [`StoreError::Conflict`].
     pub async fn add_account(&self, new: &NewAccount) -> Result<Account> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let org_id = ensure_org(&mut tx, &new.org).await?.id;
         let user: Option<(i64, i64)> = sqlx::query("SELECT id, org_id FROM users WHERE email = $1")
             .bind(&new.email)
@@ -267,7 +267,7 @@ impl Store {
     /// lapsed, until `now + lease_ms`: two statements, whatever the number of accounts.
     pub async fn renew_and_claim_leases(&self, owner: &str, lease_ms: i64) -> Result<()> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("UPDATE mail_accounts SET lease_until = $1 WHERE lease_owner = $2")
             .bind(now + lease_ms)
             .bind(owner)
@@ -322,7 +322,7 @@ impl Store {
     /// Keeps a refreshed access token (sealed) and, if the provider rotated it, the new
     /// refresh token (sealed).
     pub async fn save_oauth_tokens(&self, id: i64, access_token: &[u8], expires_at: i64, refresh_token: Option<&[u8]>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query("UPDATE mail_accounts SET access_token = $1, access_token_expires_at = $2 WHERE id = $3")
             .bind(access_token)
             .bind(expires_at)

@@ -166,7 +166,7 @@ impl Store {
         if kind == PersonKind::Contact && !new.status.is_empty() {
             return Err(StoreError::Invalid("contacts have no status; leads do".into()));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let org = ensure_org(&mut tx, &new.org).await?;
         if let Some(existing) = find_by_email(&mut tx, org.id, kind, &new.emails).await? {
             return Err(StoreError::Conflict(format!(
@@ -186,7 +186,7 @@ impl Store {
     pub async fn add_person_email(&self, kind: PersonKind, id: i64, email: &str) -> Result<Person> {
         let email = normalize_email(email).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let person = self.person(kind, id).await?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let org = ensure_org(&mut tx, &person.org).await?;
         if let Some((other, _)) = find_by_email(&mut tx, org.id, kind, std::slice::from_ref(&email)).await? {
             if other == id {
@@ -229,7 +229,7 @@ impl Store {
             }
         }
         let mut summary = ImportSummary::default();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for (org_name, rows) in by_org {
             let org = ensure_org(&mut tx, &org_name).await?;
             let emails: Vec<&str> = rows.iter().flat_map(|r| r.emails.iter().map(String::as_str)).collect();
@@ -353,7 +353,7 @@ impl Store {
         if new.value_cents < 0 {
             return Err(StoreError::Invalid("a deal's value cannot be negative".into()));
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let org_id = ensure_org(&mut tx, &org).await?.id;
         let now = now_ms();
         let id: i64 = sqlx::query_scalar(concat!(

@@ -195,7 +195,7 @@ impl Store {
     /// too: the thread's other messages (except ones a person unlinked) and its later ones.
     /// A former unlink of the same pair is lifted.
     pub async fn link(&self, target: LinkTarget, kind: EntityKind, entity_id: i64) -> Result<LinkChange> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let (thread_id, message) = self.resolve(&mut tx, target, kind, entity_id).await?;
         let changed = link_in(&mut tx, thread_id, message, kind, entity_id, now_ms()).await?;
         tx.commit().await?;
@@ -206,7 +206,7 @@ impl Store {
     /// message (or every message of the thread) and the thread keep a `dissociated` row,
     /// so no later reply, resync or retroactive match links them again.
     pub async fn unlink(&self, target: LinkTarget, kind: EntityKind, entity_id: i64) -> Result<LinkChange> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let (thread_id, message) = self.resolve(&mut tx, target, kind, entity_id).await?;
         let now = now_ms();
         let changed = match message {
@@ -265,7 +265,7 @@ impl Store {
     /// `max_jobs` jobs in one transaction. Returns how many jobs were done. Safe to run in
     /// several daemons at once: linking only inserts what is missing.
     pub async fn run_relink_jobs(&self, max_jobs: i64) -> Result<usize> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",

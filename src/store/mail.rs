@@ -149,7 +149,7 @@ impl Store {
     /// The server changed the folder's UIDVALIDITY: every stored location under the old
     /// value is marked removed (the messages and their links stay) and the cursor restarts.
     pub async fn reset_folder(&self, folder_id: i64, uidvalidity: i64) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now = now_ms();
         sqlx::query("UPDATE message_locations SET removed_at = $1 WHERE folder_id = $2 AND uidvalidity <> $3 AND removed_at = 0")
             .bind(now)
@@ -187,7 +187,7 @@ impl Store {
     /// handful of multi-row statements, not a few per message: with SQLite every statement
     /// is a round trip to the connection's thread, with PostgreSQL one to the server.
     pub async fn commit_folder_batch(&self, batch: &FolderBatch) -> Result<BatchOutcome> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         if self.backend == Backend::Postgres {
             // No WAL flush wait: the messages stay on the IMAP server and the cursor is in
             // this same transaction, so a batch lost in a database crash is fetched again.
@@ -301,7 +301,7 @@ impl Store {
 
     /// Records that these UIDs left the folder (expunged or moved). Messages stay.
     pub async fn mark_removed(&self, folder_id: i64, uidvalidity: i64, uids: &[i64]) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let now = now_ms();
         let mut removed = 0;
         for uid in uids {

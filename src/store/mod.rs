@@ -156,6 +156,17 @@ impl Store {
         Ok(())
     }
 
+    /// Begins a transaction that will write. Every store transaction does: on SQLite it
+    /// takes the write lock at BEGIN (IMMEDIATE), because a deferred transaction that
+    /// reads first fails at once with SQLITE_BUSY when another writer got in between,
+    /// instead of waiting for the busy timeout.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -121,7 +121,7 @@ impl Store {
     pub async fn set_org_settings(&self, name: &str, settings: OrgSettings) -> Result<OrgSettings> {
         let settings = settings.validate()?;
         let name = valid_org_name(name)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let org = ensure_org(&mut tx, &name).await?;
         let old = lock_org(&mut tx, org.id).await?;
         let json = serde_json::to_string(&settings).map_err(|e| StoreError::Invalid(e.to_string()))?;

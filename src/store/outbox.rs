@@ -116,7 +116,7 @@ impl Store {
     /// Queues a message. Refuses when the user or the organization has used up its
     /// rolling 24-hour quota, or when the record to link is of another organization.
     pub async fn enqueue_outgoing(&self, new: &NewOutgoing, per_user: u32, per_org: u32) -> Result<OutboxEntry> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let org_id: i64 = sqlx::query_scalar("SELECT org_id FROM users WHERE id = $1")
             .bind(new.user_id)
             .fetch_one(&mut *tx)
@@ -208,7 +208,7 @@ impl Store {
     /// committed before any SMTP traffic.
     pub async fn claim_outgoing(&self, stale_ms: i64, limit: i64) -> Result<Vec<OutgoingJob>> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let lock = if self.backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
         let sql = format!(
             "SELECT id, user_id, envelope_from, raw, recipient_results, attempts FROM outbox \
@@ -247,7 +247,7 @@ impl Store {
     /// record given at enqueue, in this same transaction.
     pub async fn finish_attempt(&self, job: &OutgoingJob, results: &[RecipientResult], end: &AttemptEnd) -> Result<()> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query(concat!(
             "SELECT o.org_id, org.name AS org_name, o.stored_message, o.link_kind, o.link_id, a.provider_saves_sent ",
             "FROM outbox o JOIN organizations org ON org.id = o.org_id ",
