@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
 
 use super::smtp::{RecipientOutcome, SmtpAuth, SmtpFailure, SmtpTarget, deliver};
 use crate::config::{Config, OutboundConfig, RelayTls, SyncConfig};
@@ -88,57 +89,67 @@ impl SenderContext {
     }
 }
 
-/// Runs until `stop`: wakes on `wake` (the API queued mail) or every `outbound.poll_ms`.
+/// Runs until `stop`: keeps up to [`CONCURRENT_SENDS`] attempts in flight, claiming due
+/// messages as slots free up; when idle, files Sent copies and waits for `wake` (the API
+/// queued mail), a finished attempt, or `outbound.poll_ms`.
 pub async fn run(ctx: Arc<SenderContext>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
     let poll = Duration::from_millis(ctx.outbound.poll_ms);
+    let stale_ms = i64::try_from(ctx.outbound.stale_sending_secs * 1000).unwrap_or(i64::MAX);
+    // Each attempt is its own task: a panic costs that message's attempt (claimed again
+    // once stale), not the sender.
+    let mut in_flight: JoinSet<()> = JoinSet::new();
     loop {
-        let busy = match round(ctx.clone()).await {
-            Ok(busy) => busy,
-            Err(e) => {
-                tracing::warn!(error = %e, "outbox unavailable; retrying");
-                false
+        let free = CONCURRENT_SENDS - in_flight.len() as i64;
+        let mut claimed = 0;
+        if free > 0 {
+            match ctx.store.claim_outgoing(stale_ms, free).await {
+                Ok(jobs) => {
+                    claimed = jobs.len();
+                    for job in jobs {
+                        let ctx = ctx.clone();
+                        in_flight.spawn(async move { attempt(&ctx, job).await });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "outbox unavailable; retrying"),
             }
-        };
-        if busy {
+        }
+        if claimed > 0 {
             continue;
         }
-        tokio::select! {
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(poll) => {}
-            _ = stop.wait_for(|s| *s) => return,
+        if let Err(e) = file_sent_copies(&ctx).await {
+            tracing::warn!(error = %e, "outbox unavailable; retrying");
+        }
+        let stopping = tokio::select! {
+            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "send attempt panicked");
+                }
+                false
+            }
+            _ = wake.notified() => false,
+            _ = tokio::time::sleep(poll) => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
+        if stopping {
+            while in_flight.join_next().await.is_some() {}
+            return;
         }
     }
 }
 
-/// One pass: due messages, then Sent-folder copies. Returns whether there was work.
-async fn round(ctx: Arc<SenderContext>) -> crate::store::Result<bool> {
-    let stale_ms = i64::try_from(ctx.outbound.stale_sending_secs * 1000).unwrap_or(i64::MAX);
-    let jobs = ctx.store.claim_outgoing(stale_ms, CONCURRENT_SENDS).await?;
-    let mut tasks = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let ctx = ctx.clone();
-        // Each attempt in its own task: a panic costs that message's attempt, which is
-        // claimed again once stale, not the sender.
-        tasks.push((job.id, tokio::spawn(async move { attempt(&ctx, job).await })));
-    }
-    let busy = !tasks.is_empty();
-    for (id, task) in tasks {
-        if let Err(e) = task.await {
-            tracing::error!(outbox = id, error = %e, "send attempt panicked");
-        }
-    }
-    let copies = ctx.store.pending_sent_copies(CONCURRENT_SENDS).await?;
-    for (id, user_id, raw) in &copies {
-        let state = match file_sent_copy(&ctx, *user_id, raw).await {
+/// Files the copies of sent messages in their users' Sent folders.
+async fn file_sent_copies(ctx: &SenderContext) -> crate::store::Result<()> {
+    for (id, user_id, raw) in ctx.store.pending_sent_copies(CONCURRENT_SENDS).await? {
+        let state = match file_sent_copy(ctx, user_id, &raw).await {
             Ok(()) => "appended".to_string(),
             Err(e) => {
                 tracing::warn!(outbox = id, error = %e, "could not file the copy in the Sent folder");
                 format!("failed: {e}")
             }
         };
-        ctx.store.set_sent_copy(*id, &state).await?;
+        ctx.store.set_sent_copy(id, &state).await?;
     }
-    Ok(busy || !copies.is_empty())
+    Ok(())
 }
 
 async fn attempt(ctx: &SenderContext, job: OutgoingJob) {
