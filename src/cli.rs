@@ -69,6 +69,16 @@ pub enum Command {
     /// Outgoing messages and their delivery state.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Show (creating on first use) or rotate a user's BCC-drop address.
+    BccAddress {
+        #[arg(long)]
+        user: String,
+        /// Replace the token: the old address stops working.
+        #[arg(long)]
+        rotate: bool,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -516,6 +526,12 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             let store = daemon::open_store(&config).await?;
             let entry = store.outbox_entry(id).await?;
             print(json.json, &entry, || outbox_table(std::slice::from_ref(&entry)))
+        }
+        Command::BccAddress { user, rotate, json } => {
+            let user = crate::address::normalize_email(&user)?;
+            let store = daemon::open_store(&config).await?;
+            let drop = store.drop_address(&user, &config.bcc_drop.domain, rotate).await?;
+            print(json.json, &drop, || format!("{}\n", drop.address))
         }
         Command::Link(args) => link(args, true, &config).await,
         Command::Unlink(args) => link(args, false, &config).await,

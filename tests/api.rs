@@ -68,6 +68,20 @@ fn api_on_both_backends() {
             assert!(err["error"]["code"].is_string() && err["error"]["message"].is_string(), "{text}");
         }
 
+        // A BCC-drop address per user: stable until rotated, 128+ bits of token.
+        let (status, drop) = daemon.api("GET", "/v1/users/sam@example.com/bcc-address", None);
+        assert_eq!(status, 200, "{drop}");
+        let address = drop["address"].as_str().unwrap().to_string();
+        let (token, domain) = address.split_once('@').unwrap();
+        assert!(token.len() >= 26 && domain == "drop.localhost", "{address}");
+        assert_eq!(daemon.api("GET", "/v1/users/Sam@Example.com/bcc-address", None).1["address"], address.as_str());
+        let (status, rotated) = daemon.api("POST", "/v1/users/sam@example.com/bcc-address/rotate", None);
+        assert_eq!(status, 200);
+        assert_ne!(rotated["address"], address.as_str(), "rotation replaces the token");
+        assert_eq!(daemon.api("GET", "/v1/users/nobody@example.com/bcc-address", None).0, 404);
+        let cli = ok(mailsync(&daemon.dir, db.url()).args(["bcc-address", "--user", "sam@example.com"]));
+        assert_eq!(cli.trim(), rotated["address"].as_str().unwrap());
+
         let (status, _) = daemon.api("DELETE", &format!("/v1/accounts/{id}"), None);
         assert_eq!(status, 204);
         assert_eq!(daemon.api("GET", &format!("/v1/accounts/{id}"), None).0, 404);
@@ -86,7 +100,7 @@ fn every_documented_operation_is_routed() {
     let mut operations = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
-            let concrete = path.replace("{id}", "1").replace("{name}", "default");
+            let concrete = path.replace("{id}", "1").replace("{name}", "default").replace("{email}", "x@y.example");
             let body = (method == "post" || method == "put").then_some("{}");
             let (status, text) =
                 http(daemon.api_port, &method.to_uppercase(), &concrete, Some(&daemon.token), body).unwrap();

@@ -244,6 +244,20 @@ pub async fn show_outbox(State(state): State<AppState>, path: Result<Path<i64>, 
     Ok(Json(state.store.outbox_entry(id(path)?).await?).into_response())
 }
 
+async fn drop_address(state: AppState, path: Result<Path<String>, PathRejection>, rotate: bool) -> ApiResult {
+    let user = path.map(|Path(v)| v).map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let user = crate::address::normalize_email(&user).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))?;
+    Ok(Json(state.store.drop_address(&user, &state.config.bcc_drop.domain, rotate).await?).into_response())
+}
+
+pub async fn show_drop_address(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult {
+    drop_address(state, path, false).await
+}
+
+pub async fn rotate_drop_address(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult {
+    drop_address(state, path, true).await
+}
+
 pub async fn show_thread(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
     Ok(Json(state.store.thread(id(path)?).await?).into_response())
 }

@@ -254,9 +254,10 @@ impl Store {
             summary.created += fresh.len() as u64;
         }
         tx.commit().await?;
-        if self.backend == Backend::Postgres && summary.created >= 1_000 {
-            // Fresh statistics now, not at autovacuum's next pass: with stale ones the
-            // planner scans entity_addresses per participant, and matching crawls.
+        if summary.created >= 1_000 {
+            // Fresh statistics now (PostgreSQL's autovacuum would get there later, SQLite
+            // never): with stale ones the planner may scan entity_addresses per
+            // participant, and matching crawls.
             sqlx::query("ANALYZE entity_addresses").execute(&self.pool).await?;
         }
         Ok(summary)

@@ -10,6 +10,7 @@
 
 mod accounts;
 mod crm;
+mod drop;
 mod links;
 mod mail;
 mod orgs;
@@ -17,6 +18,7 @@ mod outbox;
 
 pub use accounts::*;
 pub use crm::*;
+pub use drop::DropAddress;
 pub use links::{LinkChange, LinkRequest, LinkTarget, LinkView, one_entity};
 pub use mail::*;
 pub use orgs::{AutoCreate, OrgSettings};
@@ -133,6 +135,11 @@ impl Store {
                     // Checkpoint every 64 MB of WAL instead of 4 MB: a bulk sync writes
                     // hundreds of MB, and each checkpoint ends in an fsync.
                     conn.execute("PRAGMA wal_autocheckpoint = 16384").await?;
+                    // Matching looks up every participant in the address index: with a
+                    // million contacts that index outgrows SQLite's default 2 MB cache.
+                    // Pages come from the OS cache through mmap, and 32 MB stay decoded.
+                    conn.execute("PRAGMA cache_size = -32768").await?;
+                    conn.execute("PRAGMA mmap_size = 268435456").await?;
                     Ok(())
                 })
             });
