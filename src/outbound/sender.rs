@@ -57,17 +57,19 @@ impl SenderContext {
         Ok(SenderContext { store, key, relay, outbound: config.outbound.clone(), sync: config.sync.clone() })
     }
 
-    /// The relay, or the user's own SMTP server with the account's credentials.
-    async fn target_for(&self, user_id: i64) -> Result<SmtpTarget, SmtpFailure> {
+    /// The relay, or the user's own SMTP server with the account's credentials (returned
+    /// too, so that a refused OAuth2 token can be refreshed).
+    async fn target_for(&self, user_id: i64) -> Result<(SmtpTarget, Option<Credentials>), SmtpFailure> {
         if let Some(relay) = &self.relay {
-            return Ok(relay.clone());
+            return Ok((relay.clone(), None));
         }
-        let transient = |e: String| SmtpFailure { permanent: false, reply: e };
+        let transient = |e: String| SmtpFailure::transient(e);
         let account = self.store.account_of_user(user_id).await.map_err(|e| transient(e.to_string()))?;
         if account.smtp_host.is_empty() {
             return Err(SmtpFailure {
                 permanent: true,
                 reply: format!("account {} has no SMTP server and no [smtp_relay] host is configured", account.id),
+                auth_refused: false,
             });
         }
         let ca_pem = if account.ca_file.is_empty() {
@@ -85,7 +87,28 @@ impl SenderContext {
             TlsMode::Implicit => RelayTls::Implicit,
             TlsMode::Starttls => RelayTls::Starttls,
         };
-        Ok(SmtpTarget { host: account.smtp_host.clone(), port: account.smtp_port, tls, ca_pem, auth: Some(auth) })
+        let target = SmtpTarget { host: account.smtp_host.clone(), port: account.smtp_port, tls, ca_pem, auth: Some(auth) };
+        Ok((target, Some(credentials)))
+    }
+
+    /// Delivers through the user's target; an OAuth2 token the server refuses is
+    /// refreshed once and the transaction tried again, as the IMAP side does.
+    async fn deliver_for(&self, job: &OutgoingJob, recipients: &[String]) -> Result<super::smtp::Delivery, SmtpFailure> {
+        let timeout = Duration::from_secs(self.outbound.send_timeout_secs);
+        let (mut target, credentials) = self.target_for(job.user_id).await?;
+        let first = deliver(&target, timeout, &job.envelope_from, recipients, &job.raw).await;
+        let (Err(failure), Some(Credentials::OAuth(source)), Some(SmtpAuth::Xoauth2 { username, .. })) =
+            (&first, &credentials, &target.auth)
+        else {
+            return first;
+        };
+        if !failure.is_auth_refused() {
+            return first;
+        }
+        source.invalidate().await;
+        let access_token = source.access_token().await.map_err(|e| SmtpFailure::transient(e.to_string()))?;
+        target.auth = Some(SmtpAuth::Xoauth2 { username: username.clone(), access_token });
+        deliver(&target, timeout, &job.envelope_from, recipients, &job.raw).await
     }
 }
 
@@ -154,11 +177,7 @@ async fn file_sent_copies(ctx: &SenderContext) -> crate::store::Result<()> {
 
 async fn attempt(ctx: &SenderContext, job: OutgoingJob) {
     let pending: Vec<String> = job.recipients.iter().filter(|r| r.state == "pending").map(|r| r.address.clone()).collect();
-    let timeout = Duration::from_secs(ctx.outbound.send_timeout_secs);
-    let outcome = match ctx.target_for(job.user_id).await {
-        Ok(target) => deliver(&target, timeout, &job.envelope_from, &pending, &job.raw).await,
-        Err(e) => Err(e),
-    };
+    let outcome = ctx.deliver_for(&job, &pending).await;
     let (results, end) = conclude(&job, outcome, &ctx.outbound);
     match &end {
         AttemptEnd::Sent { .. } => tracing::info!(outbox = job.id, attempts = job.attempts, "message sent"),

@@ -44,6 +44,8 @@ pub struct SmtpFailure {
     pub permanent: bool,
     /// The server's reply, or what went wrong before there was one.
     pub reply: String,
+    /// The server refused our credentials (an OAuth2 access token may just need refreshing).
+    pub auth_refused: bool,
 }
 
 impl SmtpFailure {
@@ -53,14 +55,17 @@ impl SmtpFailure {
     pub fn is_transient(&self) -> bool {
         !self.permanent
     }
-    fn transient(reply: impl Into<String>) -> SmtpFailure {
-        SmtpFailure { permanent: false, reply: reply.into() }
+    pub fn is_auth_refused(&self) -> bool {
+        self.auth_refused
+    }
+    pub fn transient(reply: impl Into<String>) -> SmtpFailure {
+        SmtpFailure { permanent: false, reply: reply.into(), auth_refused: false }
     }
 }
 
 impl From<lettre::transport::smtp::Error> for SmtpFailure {
     fn from(e: lettre::transport::smtp::Error) -> SmtpFailure {
-        SmtpFailure { permanent: e.is_permanent(), reply: e.to_string() }
+        SmtpFailure { permanent: e.is_permanent(), reply: e.to_string(), auth_refused: false }
     }
 }
 
@@ -133,6 +138,10 @@ async fn transaction(
     result
 }
 
+fn auth_refused(e: lettre::transport::smtp::Error) -> SmtpFailure {
+    SmtpFailure { auth_refused: e.is_permanent(), ..e.into() }
+}
+
 async fn exchange(
     conn: &mut AsyncSmtpConnection,
     target: &SmtpTarget,
@@ -144,14 +153,17 @@ async fn exchange(
         None => {}
         Some(SmtpAuth::Password { username, password }) => {
             let credentials = Credentials::new(username.clone(), password.expose().to_string());
-            conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials).await?;
+            conn.auth(&[Mechanism::Plain, Mechanism::Login], &credentials).await.map_err(auth_refused)?;
         }
         Some(SmtpAuth::Xoauth2 { username, access_token }) => {
             let credentials = Credentials::new(username.clone(), access_token.expose().to_string());
-            conn.auth(&[Mechanism::Xoauth2], &credentials).await?;
+            conn.auth(&[Mechanism::Xoauth2], &credentials).await.map_err(auth_refused)?;
         }
     }
-    let address = |a: &str| a.parse::<lettre::Address>().map_err(|e| SmtpFailure { permanent: true, reply: format!("`{a}`: {e}") });
+    let address = |a: &str| {
+        a.parse::<lettre::Address>()
+            .map_err(|e| SmtpFailure { permanent: true, reply: format!("`{a}`: {e}"), auth_refused: false })
+    };
     let mut options = Vec::new();
     if !raw.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
         options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
