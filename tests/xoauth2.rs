@@ -99,3 +99,78 @@ async fn xoauth2_login_refreshes_the_access_token_after_expiry() {
     .await;
     assert!(account.error_message.contains("reconnect"), "{}", account.error_message);
 }
+
+#[tokio::test]
+async fn smtp_submission_with_xoauth2_refreshes_a_refused_token() {
+    let (user, ann) = ("oliver@example.com", "ann@client.example");
+    let oauth = OAuthServer::start(Duration::from_secs(600));
+    oauth.grant("rt-oliver", user);
+    // Postfix authenticates submissions through Dovecot's auth service (SASL over TCP),
+    // which checks XOAUTH2 tokens against the OAuth server, and relays into Dovecot.
+    let sasl_port = free_port();
+    let conf_dir = shared_tempdir();
+    let conf = conf_dir.path().join("dovecot-oauth2.conf.ext");
+    std::fs::write(
+        &conf,
+        format!(
+            "introspection_mode = post\nintrospection_url = {}\nusername_attribute = username\n\
+             active_attribute = active\nactive_value = true\nforce_introspection = yes\n",
+            oauth.introspection_url()
+        ),
+    )
+    .unwrap();
+    let extra = format!(
+        "auth_mechanisms = plain login xoauth2 oauthbearer\n\
+         passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}\n}}\n\
+         service auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {sasl_port}\n  }}\n}}\n",
+        conf.display()
+    );
+    let dovecot = Dovecot::start_with(&[(ann, "pw-ann")], &extra);
+    let postfix = Postfix::start_with(
+        &[("client.example", dovecot.lmtp_port)],
+        &format!(
+            "smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = inet:127.0.0.1:{sasl_port}\n\
+             smtpd_tls_security_level = may\nsmtpd_tls_auth_only = yes\n\
+             smtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n",
+            certs().cert.display(),
+            certs().key.display()
+        ),
+    );
+
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(mailsync(dir.path(), db.url())
+        .args(["account", "add", "--email", user, "--imap-host", "localhost", "--json"])
+        .args(["--imap-port", &dovecot.imaps_port.to_string()])
+        .args(["--smtp-host", "localhost", "--smtp-port", &postfix.smtp_port.to_string(), "--smtp-tls", "starttls"])
+        .arg("--ca-file")
+        .arg(&certs().ca)
+        .args(["--auth", "xoauth2", "--oauth-provider", "custom", "--oauth-client-id", "mailsync-test"])
+        .args(["--oauth-token-url", &oauth.token_url(), "--refresh-token-env", "RT"])
+        .env("RT", "rt-oliver"));
+    let account: i64 = serde_json::from_str::<serde_json::Value>(&out).unwrap()["id"].as_i64().unwrap();
+    let daemon = Daemon::start(dir.path(), db.url());
+    let store = db.store().await;
+    wait_initial_sync(&store, account, 2).await;
+
+    // The provider revokes the access token the daemon holds; the refresh token is fine.
+    oauth.revoke_access_tokens();
+    let refreshes = oauth.refreshes();
+    let (status, queued) = daemon.api(
+        "POST",
+        "/v1/messages/send",
+        Some(&serde_json::json!({"user": user, "to": [ann], "subject": "via XOAUTH2", "text": "hi"})),
+    );
+    assert_eq!(status, 202, "{queued}");
+    let entry = poll(DEADLINE, "sent", || {
+        let (_, e) = daemon.api("GET", &format!("/v1/outbox/{}", queued["id"]), None);
+        matches!(e["status"].as_str(), Some("sent" | "failed")).then_some(e)
+    });
+    assert_eq!(entry["status"], "sent", "{entry}\n{}\n{}", daemon.log(), postfix.log());
+    assert_eq!(entry["attempts"], 1, "refused token refreshed within the attempt: {entry}");
+    assert!(oauth.refreshes() > refreshes, "a new access token was fetched");
+    poll(DEADLINE, "delivery to ann", || (dovecot.maildir_count(ann, "") == 1).then_some(()));
+    for token in oauth.accepted_tokens() {
+        assert!(!daemon.log().contains(token.as_str()), "token {token} in the log");
+    }
+}

@@ -138,8 +138,10 @@ async fn transaction(
     result
 }
 
+/// A failure during AUTH. A refused XOAUTH2 token comes back as a 334 error challenge,
+/// which lettre reports as a client error, so anything but a 4xx counts as a refusal.
 fn auth_refused(e: lettre::transport::smtp::Error) -> SmtpFailure {
-    SmtpFailure { auth_refused: e.is_permanent(), ..e.into() }
+    SmtpFailure { auth_refused: !e.is_transient(), ..e.into() }
 }
 
 async fn exchange(

@@ -525,6 +525,11 @@ pub struct Postfix {
 
 impl Postfix {
     pub fn start(relay: &[(&str, u16)]) -> Postfix {
+        Postfix::start_with(relay, "")
+    }
+
+    /// With extra `main.cf` lines (SASL, TLS).
+    pub fn start_with(relay: &[(&str, u16)], extra_main_cf: &str) -> Postfix {
         let dir = shared_tempdir();
         let d = dir.path();
         let conf = d.join("conf");
@@ -558,7 +563,7 @@ impl Postfix {
              smtp_host_lookup = native\n\
              queue_run_delay = 1s\n\
              minimal_backoff_time = 1s\n\
-             maximal_backoff_time = 2s\n",
+             maximal_backoff_time = 2s\n{extra_main_cf}\n",
             q = d.join("queue").display(),
             data = d.join("data").display(),
             d = d.display(),

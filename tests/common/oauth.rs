@@ -79,6 +79,12 @@ impl OAuthServer {
         self.grants.lock().unwrap().refresh.remove(refresh_token);
     }
 
+    /// Revokes every access token issued so far (RFC 7009 revocation by the provider);
+    /// refresh tokens stay valid, so a client that refreshes recovers.
+    pub fn revoke_access_tokens(&self) {
+        self.grants.lock().unwrap().access.clear();
+    }
+
     pub fn refreshes(&self) -> usize {
         self.grants.lock().unwrap().refreshes
     }
