@@ -20,8 +20,16 @@ fn body<T>(payload: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
     payload.map(|Json(v)| v).map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
-fn id(path: Result<Path<i64>, PathRejection>) -> ApiResult<i64> {
+fn path<T>(path: Result<Path<T>, PathRejection>) -> ApiResult<T> {
     path.map(|Path(v)| v).map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+fn id(p: Result<Path<i64>, PathRejection>) -> ApiResult<i64> {
+    path(p)
+}
+
+fn query<T>(query: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    query.map(|Query(q)| q).map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,11 +47,17 @@ fn default_limit() -> i64 {
     100
 }
 
-fn list_query(query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult<ListQuery> {
-    let q = query.map(|Query(q)| q).map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if !(1..=1000).contains(&q.limit) || q.offset < 0 {
+/// Every listing pages with `limit` (1 to 1000) and `offset`.
+fn check_page(limit: i64, offset: i64) -> ApiResult<()> {
+    if !(1..=1000).contains(&limit) || offset < 0 {
         return Err(ApiError::bad_request("limit must be 1 to 1000 and offset at least 0"));
     }
+    Ok(())
+}
+
+fn list_query(query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult<ListQuery> {
+    let q = self::query(query)?;
+    check_page(q.limit, q.offset)?;
     Ok(q)
 }
 
@@ -196,10 +210,8 @@ pub struct MessagesQuery {
 }
 
 pub async fn list_messages(State(state): State<AppState>, query: Result<Query<MessagesQuery>, QueryRejection>) -> ApiResult {
-    let q = query.map(|Query(q)| q).map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if !(1..=1000).contains(&q.limit) || q.offset < 0 {
-        return Err(ApiError::bad_request("limit must be 1 to 1000 and offset at least 0"));
-    }
+    let q = self::query(query)?;
+    check_page(q.limit, q.offset)?;
     let messages = match (q.account, q.lead, q.contact, q.deal) {
         (Some(account), None, None, None) => {
             state.store.account(account).await?;
@@ -232,10 +244,8 @@ pub struct OutboxQuery {
 }
 
 pub async fn list_outbox(State(state): State<AppState>, query: Result<Query<OutboxQuery>, QueryRejection>) -> ApiResult {
-    let q = query.map(|Query(q)| q).map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if !(1..=1000).contains(&q.limit) || q.offset < 0 {
-        return Err(ApiError::bad_request("limit must be 1 to 1000 and offset at least 0"));
-    }
+    let q = self::query(query)?;
+    check_page(q.limit, q.offset)?;
     let entries = state.store.list_outbox(q.user.as_deref(), q.status.as_deref(), q.limit, q.offset).await?;
     Ok(Json(entries).into_response())
 }
@@ -245,7 +255,7 @@ pub async fn show_outbox(State(state): State<AppState>, path: Result<Path<i64>, 
 }
 
 async fn drop_address(state: AppState, path: Result<Path<String>, PathRejection>, rotate: bool) -> ApiResult {
-    let user = path.map(|Path(v)| v).map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let user = self::path(path)?;
     let user = crate::address::normalize_email(&user).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))?;
     Ok(Json(state.store.drop_address(&user, &state.config.bcc_drop.domain, rotate).await?).into_response())
 }
@@ -272,12 +282,8 @@ pub async fn unlink(State(state): State<AppState>, payload: Result<Json<LinkRequ
     Ok(Json(state.store.unlink(target, kind, id).await?).into_response())
 }
 
-fn org_name(path: Result<Path<String>, PathRejection>) -> ApiResult<String> {
-    path.map(|Path(v)| v).map_err(|e| ApiError::bad_request(e.body_text()))
-}
-
 pub async fn show_org_settings(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult {
-    Ok(Json(state.store.org_settings(&org_name(path)?).await?).into_response())
+    Ok(Json(state.store.org_settings(&self::path(path)?).await?).into_response())
 }
 
 pub async fn set_org_settings(
@@ -285,7 +291,7 @@ pub async fn set_org_settings(
     path: Result<Path<String>, PathRejection>,
     payload: Result<Json<OrgSettings>, JsonRejection>,
 ) -> ApiResult {
-    let settings = state.store.set_org_settings(&org_name(path)?, body(payload)?).await?;
+    let settings = state.store.set_org_settings(&self::path(path)?, body(payload)?).await?;
     state.relink.notify_one();
     Ok(Json(settings).into_response())
 }

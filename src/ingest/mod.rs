@@ -16,8 +16,9 @@ use crate::store::{BatchOutcome, FolderBatch, Result, Store};
 
 /// Linking by address: the participant roles whose addresses link a message to the
 /// organization's leads and contacts. Bcc counts only in mail the owner sent (a Bcc
-/// header in received mail says nothing about who took part). The account owner's own
-/// addresses never link.
+/// header in received mail says nothing about who took part). Addresses of the
+/// organization's own users, the account owner's included, never link (applied by
+/// `store::links::link_by_address`).
 pub fn linking_roles(sent: bool) -> &'static [&'static str] {
     if sent { &["from", "to", "cc", "bcc"] } else { &["from", "to", "cc"] }
 }
