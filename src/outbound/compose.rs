@@ -104,6 +104,12 @@ pub struct Composed {
     pub raw: Vec<u8>,
 }
 
+/// The text of a message: one part, or plain text and HTML as alternatives.
+enum Body {
+    Single(SinglePart),
+    Alternative(MultiPart),
+}
+
 /// What the store knows of the message being replied to.
 #[derive(Debug, Clone)]
 pub struct ReplyContext {
@@ -139,9 +145,6 @@ pub fn compose(
             all.len()
         )));
     }
-    if input.text.is_none() && input.html.is_none() {
-        return Err(refuse("no body: give text, html or both"));
-    }
     let domain = crate::address::domain_of(&from.address);
     let mut random = [0u8; 16];
     crate::secrets::random_bytes(&mut random).map_err(|e| refuse(format!("no randomness for the Message-ID: {e}")))?;
@@ -173,23 +176,22 @@ pub fn compose(
         let refs: Vec<String> = refs[start..].iter().map(|r| format!("<{r}>")).collect();
         builder = builder.references(refs.join(" "));
     }
-    let text = input.text.clone();
-    let html = input.html.clone();
+    let body = match (input.text.clone(), input.html.clone()) {
+        (Some(text), Some(html)) => Body::Alternative(MultiPart::alternative_plain_html(text, html)),
+        (Some(text), None) => Body::Single(SinglePart::plain(text)),
+        (None, Some(html)) => Body::Single(SinglePart::html(html)),
+        (None, None) => return Err(refuse("no body: give text, html or both")),
+    };
     let message = if input.attachments.is_empty() {
-        match (text, html) {
-            (Some(text), Some(html)) => builder.multipart(MultiPart::alternative_plain_html(text, html)),
-            (Some(text), None) => builder.singlepart(SinglePart::plain(text)),
-            (None, Some(html)) => builder.singlepart(SinglePart::html(html)),
-            (None, None) => return Err(refuse("no body: give text, html or both")),
+        match body {
+            Body::Single(part) => builder.singlepart(part),
+            Body::Alternative(parts) => builder.multipart(parts),
         }
     } else {
-        let mixed = match (text, html) {
-            (Some(text), Some(html)) => MultiPart::mixed().multipart(MultiPart::alternative_plain_html(text, html)),
-            (Some(text), None) => MultiPart::mixed().singlepart(SinglePart::plain(text)),
-            (None, Some(html)) => MultiPart::mixed().singlepart(SinglePart::html(html)),
-            (None, None) => return Err(refuse("no body: give text, html or both")),
+        let mut mixed = match body {
+            Body::Single(part) => MultiPart::mixed().singlepart(part),
+            Body::Alternative(parts) => MultiPart::mixed().multipart(parts),
         };
-        let mut mixed = mixed;
         for a in &input.attachments {
             let filename = header_safe("attachment filename", &a.filename)?.to_string();
             let content_type = ContentType::parse(header_safe("attachment content_type", &a.content_type)?)

@@ -19,6 +19,11 @@ pub enum EntityKind {
 }
 
 impl EntityKind {
+    /// The kind a stored `entity_kind` column names.
+    pub fn parse(s: &str) -> Option<EntityKind> {
+        [EntityKind::Lead, EntityKind::Contact, EntityKind::Deal].into_iter().find(|k| k.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             EntityKind::Lead => "lead",

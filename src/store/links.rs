@@ -281,8 +281,8 @@ impl Store {
         for job in &jobs {
             job_ids.push(job.try_get::<i64, _>("id")?);
             let org_id: i64 = job.try_get("org_id")?;
-            let kind = match job.try_get::<String, _>("entity_kind")?.as_str() {
-                "lead" => EntityKind::Lead,
+            let kind = match EntityKind::parse(&job.try_get::<String, _>("entity_kind")?) {
+                Some(EntityKind::Lead) => EntityKind::Lead,
                 _ => EntityKind::Contact,
             };
             let id: i64 = job.try_get("entity_id")?;

@@ -266,14 +266,7 @@ impl Store {
                 outgoing: true,
             };
             stored = store_sent(&mut tx, self.backend, &source, job, now).await?;
-            let link_kind: String = row.try_get("link_kind")?;
-            let kind = match link_kind.as_str() {
-                "deal" => Some(EntityKind::Deal),
-                "lead" => Some(EntityKind::Lead),
-                "contact" => Some(EntityKind::Contact),
-                _ => None,
-            };
-            if let Some(kind) = kind {
+            if let Some(kind) = EntityKind::parse(&row.try_get::<String, _>("link_kind")?) {
                 let thread: Option<i64> = sqlx::query_scalar("SELECT thread_id FROM messages WHERE id = $1")
                     .bind(stored)
                     .fetch_one(&mut *tx)
