@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const SEND_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -17,14 +17,6 @@ fn relay_config(port: u16, outbound: &str) -> String {
          [outbound]\nretry_base_secs = 1\nretry_max_secs = 1\npoll_ms = 100\nsend_timeout_secs = 10\n\
          stale_sending_secs = 11\n{outbound}\n"
     )
-}
-
-/// Polls the outbox entry until it is sent or failed.
-fn wait_final(daemon: &Daemon, id: i64) -> Value {
-    poll(SEND_DEADLINE, &format!("outbox {id} sent or failed"), || {
-        let (_, entry) = daemon.api("GET", &format!("/v1/outbox/{id}"), None);
-        matches!(entry["status"].as_str(), Some("sent" | "failed")).then_some(entry)
-    })
 }
 
 /// An account for `user` whose IMAP server is never reached (sending needs only the user).
@@ -58,7 +50,7 @@ async fn sent_mail_is_delivered_filed_linked_and_joins_the_reply_thread() {
             Some(&json!({"user": kim, "to": [format!("Ann <{ann}>")], "subject": "Offer", "text": "Hello Ann", "deal": deal["id"]})),
         );
         assert_eq!(status, 202, "{tag}: {queued}");
-        let sent = wait_final(&daemon, queued["id"].as_i64().unwrap());
+        let sent = wait_outbox_final(&daemon, queued["id"].as_i64().unwrap(), SEND_DEADLINE);
         assert_eq!(sent["status"], "sent", "{tag}: {sent}\n{}", postfix.log());
         let message_id = sent["message_id"].as_str().unwrap().to_string();
         assert_eq!(message_id, queued["message_id"], "the Message-ID is fixed at enqueue");
@@ -168,7 +160,7 @@ async fn relay_down_then_up_and_a_daemon_crash_deliver_each_message_once() {
     let sink = SmtpSink::start_on(port, &["-d", "mail/%H%M%S."]);
     let daemon = Daemon::start(d, db.url());
     for id in &ids {
-        assert_eq!(wait_final(&daemon, *id)["status"], "sent");
+        assert_eq!(wait_outbox_final(&daemon, *id, SEND_DEADLINE)["status"], "sent");
     }
     let dumped = sink.dumped();
     assert_eq!(dumped.len(), 4, "each message exactly once");
@@ -203,7 +195,7 @@ async fn relay_faults_are_retried_or_failed_with_the_servers_reply() {
             Some(&json!({"user": "kim@acme.example", "to": ["ann@client.example", "bo@client.example"], "text": "x"})),
         );
         assert_eq!(status, 202, "{args:?}: {q}");
-        let entry = wait_final(&daemon, q["id"].as_i64().unwrap());
+        let entry = wait_outbox_final(&daemon, q["id"].as_i64().unwrap(), SEND_DEADLINE);
         assert_eq!(entry["status"], "failed", "{args:?}: {entry}");
         assert_eq!(entry["attempts"], attempts, "{args:?}: {entry}");
         assert!(entry["last_reply"].as_str().unwrap().contains(reply), "{args:?}: {entry}");

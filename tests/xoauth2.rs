@@ -10,7 +10,9 @@ use common::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn oauth_dovecot(oauth: &OAuthServer) -> (Dovecot, tempfile::TempDir) {
+/// Dovecot checking XOAUTH2 tokens against `oauth` (RFC 7662 introspection), with
+/// password users `users` and `extra` configuration.
+fn oauth_dovecot(oauth: &OAuthServer, users: &[(&str, &str)], extra: &str) -> (Dovecot, tempfile::TempDir) {
     let conf_dir = shared_tempdir();
     let conf = conf_dir.path().join("dovecot-oauth2.conf.ext");
     std::fs::write(
@@ -24,10 +26,10 @@ fn oauth_dovecot(oauth: &OAuthServer) -> (Dovecot, tempfile::TempDir) {
     .unwrap();
     let extra = format!(
         "auth_mechanisms = plain login xoauth2 oauthbearer\n\
-         passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}\n}}\n",
+         passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}\n}}\n{extra}",
         conf.display()
     );
-    (Dovecot::start_with(&[("nobody-else@example.com", "x")], &extra), conf_dir)
+    (Dovecot::start_with(users, &extra), conf_dir)
 }
 
 #[tokio::test]
@@ -35,7 +37,7 @@ async fn xoauth2_login_refreshes_the_access_token_after_expiry() {
     let user = "oliver@example.com";
     let oauth = OAuthServer::start(Duration::from_secs(4));
     oauth.grant("rt-oliver", user);
-    let (mut dovecot, _conf) = oauth_dovecot(&oauth);
+    let (mut dovecot, _conf) = oauth_dovecot(&oauth, &[("nobody-else@example.com", "x")], "");
     dovecot.write_maildir(user, "", &[message("x@y.example", user, "hello", "oauth-1@y.example", "x")]);
 
     let db = TestDb::sqlite();
@@ -108,24 +110,11 @@ async fn smtp_submission_with_xoauth2_refreshes_a_refused_token() {
     // Postfix authenticates submissions through Dovecot's auth service (SASL over TCP),
     // which checks XOAUTH2 tokens against the OAuth server, and relays into Dovecot.
     let sasl_port = free_port();
-    let conf_dir = shared_tempdir();
-    let conf = conf_dir.path().join("dovecot-oauth2.conf.ext");
-    std::fs::write(
-        &conf,
-        format!(
-            "introspection_mode = post\nintrospection_url = {}\nusername_attribute = username\n\
-             active_attribute = active\nactive_value = true\nforce_introspection = yes\n",
-            oauth.introspection_url()
-        ),
-    )
-    .unwrap();
-    let extra = format!(
-        "auth_mechanisms = plain login xoauth2 oauthbearer\n\
-         passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {}\n}}\n\
-         service auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {sasl_port}\n  }}\n}}\n",
-        conf.display()
+    let (dovecot, _conf) = oauth_dovecot(
+        &oauth,
+        &[(ann, "pw-ann")],
+        &format!("service auth {{\n  inet_listener {{\n    address = 127.0.0.1\n    port = {sasl_port}\n  }}\n}}\n"),
     );
-    let dovecot = Dovecot::start_with(&[(ann, "pw-ann")], &extra);
     let postfix = Postfix::start_with(
         &[("client.example", dovecot.lmtp_port)],
         &format!(
@@ -162,10 +151,7 @@ async fn smtp_submission_with_xoauth2_refreshes_a_refused_token() {
         Some(&serde_json::json!({"user": user, "to": [ann], "subject": "via XOAUTH2", "text": "hi"})),
     );
     assert_eq!(status, 202, "{queued}");
-    let entry = poll(DEADLINE, "sent", || {
-        let (_, e) = daemon.api("GET", &format!("/v1/outbox/{}", queued["id"]), None);
-        matches!(e["status"].as_str(), Some("sent" | "failed")).then_some(e)
-    });
+    let entry = wait_outbox_final(&daemon, queued["id"].as_i64().unwrap(), DEADLINE);
     assert_eq!(entry["status"], "sent", "{entry}\n{}\n{}", daemon.log(), postfix.log());
     assert_eq!(entry["attempts"], 1, "refused token refreshed within the attempt: {entry}");
     assert!(oauth.refreshes() > refreshes, "a new access token was fetched");

@@ -894,6 +894,14 @@ impl Daemon {
     }
 }
 
+/// Polls an outbox entry through the API until it is sent or failed; returns it.
+pub fn wait_outbox_final(daemon: &Daemon, id: i64, deadline: Duration) -> serde_json::Value {
+    poll(deadline, &format!("outbox {id} sent or failed"), || {
+        let (_, entry) = daemon.api("GET", &format!("/v1/outbox/{id}"), None);
+        matches!(entry["status"].as_str(), Some("sent" | "failed")).then_some(entry)
+    })
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         kill(&mut self.child);
