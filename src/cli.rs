@@ -69,6 +69,26 @@ pub enum Command {
     /// Outgoing messages and their delivery state.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Messages received by the BCC-drop listener and their outcome, newest first.
+    BccDrops {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, default_value_t = 0)]
+        offset: i64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Add an address a user sends from (a phone's or second mailbox's): BCC-drop mail
+    /// from it is accepted, and it never links to leads or contacts.
+    UserAddAddress {
+        #[arg(long)]
+        user: String,
+        address: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Show (creating on first use) or rotate a user's BCC-drop address.
     BccAddress {
         #[arg(long)]
@@ -532,6 +552,24 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             let store = daemon::open_store(&config).await?;
             let drop = store.drop_address(&user, &config.bcc_drop.domain, rotate).await?;
             print(json.json, &drop, || format!("{}\n", drop.address))
+        }
+        Command::BccDrops { user, limit, offset, json } => {
+            let store = daemon::open_store(&config).await?;
+            let user = user.map(|u| crate::address::normalize_email(&u)).transpose()?;
+            let deliveries = store.drop_deliveries(user.as_deref(), limit, offset).await?;
+            print(json.json, &deliveries, || {
+                let mut out = String::from("ID  USER  OUTCOME  FROM  MESSAGE-ID  REASON\n");
+                for d in &deliveries {
+                    out += &format!("{}  {}  {}  {}  {}  {}\n", d.id, d.user, d.outcome, d.header_from, d.message_id, d.reason);
+                }
+                out
+            })
+        }
+        Command::UserAddAddress { user, address, json } => {
+            let user = crate::address::normalize_email(&user)?;
+            let store = daemon::open_store(&config).await?;
+            let addresses = store.add_user_address(&user, &address).await?;
+            print(json.json, &addresses, || format!("{}\n", addresses.join("\n")))
         }
         Command::Link(args) => link(args, true, &config).await,
         Command::Unlink(args) => link(args, false, &config).await,

@@ -110,9 +110,54 @@ pub struct ApiConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BccDropConfig {
+    /// Off: no listener (drop addresses can still be shown).
+    pub enabled: bool,
+    pub protocol: DropProtocol,
     pub listen: SocketAddr,
     /// Drop addresses are `<token>@<domain>`.
     pub domain: String,
+    /// Name in the greeting and EHLO reply; empty: the drop domain.
+    pub hostname: String,
+    pub max_message_bytes: u64,
+    /// RCPT commands accepted per transaction; more get 452 (the client sends them later).
+    pub max_recipients: u32,
+    pub max_sessions: u32,
+    /// Longest wait for the client's next command or data block.
+    pub idle_timeout_secs: u64,
+    /// Longest session, greeting to QUIT.
+    pub session_timeout_secs: u64,
+    /// PEM certificate chain and key for STARTTLS; both empty: STARTTLS not offered.
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+    /// Behind a trusted MTA: the authserv-id of its `Authentication-Results` header,
+    /// which then decides authentication. Empty: DKIM, SPF and DMARC checked here.
+    pub trusted_authserv_id: String,
+    /// DNS servers for DKIM/SPF/DMARC, `IP` or `IP:PORT`, comma-separated; empty: the
+    /// system's (/etc/resolv.conf).
+    pub dns_servers: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DropProtocol {
+    Smtp,
+    Lmtp,
+}
+
+impl BccDropConfig {
+    /// The configured DNS servers; an error names the entry that is not an address.
+    pub fn dns_server_addrs(&self) -> Result<Vec<SocketAddr>, String> {
+        self.dns_servers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -184,7 +229,22 @@ impl Default for ApiConfig {
 
 impl Default for BccDropConfig {
     fn default() -> Self {
-        Self { listen: ([127, 0, 0, 1], 2525).into(), domain: "drop.localhost".into() }
+        Self {
+            enabled: true,
+            protocol: DropProtocol::Smtp,
+            listen: ([127, 0, 0, 1], 2525).into(),
+            domain: "drop.localhost".into(),
+            hostname: String::new(),
+            max_message_bytes: 25 * 1024 * 1024,
+            max_recipients: 50,
+            max_sessions: 100,
+            idle_timeout_secs: 300,
+            session_timeout_secs: 1800,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+            trusted_authserv_id: String::new(),
+            dns_servers: String::new(),
+        }
     }
 }
 
@@ -314,6 +374,11 @@ impl Config {
             ("outbound.retry_max_secs", self.outbound.retry_max_secs),
             ("outbound.poll_ms", self.outbound.poll_ms),
             ("outbound.stale_sending_secs", self.outbound.stale_sending_secs),
+            ("bcc_drop.max_message_bytes", self.bcc_drop.max_message_bytes),
+            ("bcc_drop.max_recipients", u64::from(self.bcc_drop.max_recipients)),
+            ("bcc_drop.max_sessions", u64::from(self.bcc_drop.max_sessions)),
+            ("bcc_drop.idle_timeout_secs", self.bcc_drop.idle_timeout_secs),
+            ("bcc_drop.session_timeout_secs", self.bcc_drop.session_timeout_secs),
         ] {
             if value == 0 {
                 return invalid(key, "must be at least 1");
@@ -332,6 +397,16 @@ impl Config {
             || !domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
         {
             return invalid("bcc_drop.domain", "must be a domain name such as drop.example.com");
+        }
+        let drop = &self.bcc_drop;
+        if drop.tls_cert_file.as_os_str().is_empty() != drop.tls_key_file.as_os_str().is_empty() {
+            return invalid("bcc_drop.tls_cert_file", "tls_cert_file and tls_key_file go together: set both or neither");
+        }
+        if let Err(e) = drop.dns_server_addrs() {
+            return invalid("bcc_drop.dns_servers", &e);
+        }
+        if drop.hostname.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return invalid("bcc_drop.hostname", "must be a host name without spaces");
         }
         if self.outbound.stale_sending_secs <= self.outbound.send_timeout_secs {
             return invalid("outbound.stale_sending_secs", "must be more than outbound.send_timeout_secs, or a slow send is taken for a dead one");

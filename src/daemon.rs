@@ -49,6 +49,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let outbox = Arc::new(tokio::sync::Notify::new());
     let sender = crate::outbound::sender::SenderContext::new(store.clone(), key.clone(), &config)?;
     let sender_task = tokio::spawn(crate::outbound::sender::run(Arc::new(sender), outbox.clone(), stop_rx.clone()));
+    let drop_task = if config.bcc_drop.enabled {
+        let screen = crate::ingest::Screen { max_recipients: config.sync.max_recipients };
+        let listener = crate::bcc_drop::Listener::bind(&config.bcc_drop, store.clone(), screen).await?;
+        tracing::info!(listen = %listener.local_addr()?, protocol = ?config.bcc_drop.protocol, domain = %config.bcc_drop.domain, "BCC drop listening");
+        Some(tokio::spawn(listener.run(stop_rx.clone())))
+    } else {
+        None
+    };
     let app = api::router(AppState { store: store.clone(), key, tokens, relink, outbox, config: Arc::new(config.clone()) });
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(async move {
@@ -81,6 +89,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("workers did not stop within the grace period");
     }
     relinker_task.abort();
+    // Sessions in flight end with the process: a client without its reply retries.
+    if let Some(task) = drop_task {
+        task.abort();
+    }
     // A send in flight gets the grace period; one cut off stays `sending` and is retried.
     if tokio::time::timeout(SHUTDOWN_GRACE, sender_task).await.is_err() {
         tracing::warn!("the sender did not stop within the grace period");

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod address;
 pub mod api;
+pub mod bcc_drop;
 pub mod cli;
 pub mod config;
 pub mod daemon;

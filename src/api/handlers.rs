@@ -268,6 +268,39 @@ pub async fn rotate_drop_address(State(state): State<AppState>, path: Result<Pat
     drop_address(state, path, true).await
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropQuery {
+    user: Option<String>,
+    #[serde(default = "default_limit")]
+    limit: i64,
+    #[serde(default)]
+    offset: i64,
+}
+
+pub async fn list_drop_deliveries(State(state): State<AppState>, query: Result<Query<DropQuery>, QueryRejection>) -> ApiResult {
+    let q = self::query(query)?;
+    check_page(q.limit, q.offset)?;
+    Ok(Json(state.store.drop_deliveries(q.user.as_deref(), q.limit, q.offset).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddressInput {
+    address: String,
+}
+
+pub async fn add_user_address(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    payload: Result<Json<AddressInput>, JsonRejection>,
+) -> ApiResult {
+    let user = self::path(path)?;
+    let user = crate::address::normalize_email(&user).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))?;
+    let addresses = state.store.add_user_address(&user, &body(payload)?.address).await?;
+    Ok(Json(serde_json::json!({ "user": user, "addresses": addresses })).into_response())
+}
+
 pub async fn show_thread(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
     Ok(Json(state.store.thread(id(path)?).await?).into_response())
 }

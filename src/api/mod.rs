@@ -56,6 +56,8 @@ pub fn router(state: AppState) -> Router {
         .route("/threads/{id}", get(handlers::show_thread))
         .route("/users/{email}/bcc-address", get(handlers::show_drop_address))
         .route("/users/{email}/bcc-address/rotate", post(handlers::rotate_drop_address))
+        .route("/users/{email}/addresses", post(handlers::add_user_address))
+        .route("/bcc-drops", get(handlers::list_drop_deliveries))
         .route("/links", post(handlers::link))
         .route("/unlinks", post(handlers::unlink))
         .route("/orgs/{name}/settings", get(handlers::show_org_settings).put(handlers::set_org_settings))

@@ -1,5 +1,6 @@
-//! TLS client configuration: webpki roots plus an optional per-account CA file.
-//! Certificates are always verified; there is no switch to turn that off.
+//! TLS configuration. Clients: webpki roots plus an optional per-account CA file;
+//! certificates are always verified, there is no switch to turn that off. Server (the
+//! BCC-drop listener's STARTTLS): a configured certificate chain and key.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use tokio_rustls::client::TlsStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("CA file {path}: {reason}")]
+    #[error("certificate or key file {path}: {reason}")]
     CaFile { path: String, reason: String },
     #[error("`{0}` is not a valid TLS server name")]
     ServerName(String),
@@ -53,6 +54,24 @@ pub fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
     .with_root_certificates(roots)
     .with_no_client_auth();
     Ok(TlsConnector::from(Arc::new(config)))
+}
+
+/// An acceptor serving the PEM certificate chain in `cert_file` with the PEM private
+/// key (PKCS#8, PKCS#1 or SEC1) in `key_file`.
+pub fn acceptor(cert_file: &Path, key_file: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
+    let certs = load_ca_file(cert_file)?;
+    let key_err = |reason: String| TlsError::CaFile { path: key_file.display().to_string(), reason };
+    let pem = std::fs::read(key_file).map_err(|e| key_err(e.to_string()))?;
+    let key = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| key_err(format!("not PEM: {e}")))?
+        .ok_or_else(|| key_err("contains no PEM private key".into()))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Handshake(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| key_err(format!("does not fit the certificate: {e}")))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 /// Runs the TLS handshake over `stream`, classifying certificate failures.

@@ -18,7 +18,7 @@ mod outbox;
 
 pub use accounts::*;
 pub use crm::*;
-pub use drop::DropAddress;
+pub use drop::{DropAddress, DropDelivery, DropOutcome, DropReceipt, DropUser};
 pub use links::{LinkChange, LinkRequest, LinkTarget, LinkView, one_entity};
 pub use mail::*;
 pub use orgs::{AutoCreate, OrgSettings};

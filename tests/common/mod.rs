@@ -514,6 +514,46 @@ pub fn message(from: &str, to: &str, subject: &str, message_id: &str, body: &str
 }
 
 // ---------------------------------------------------------------------------------------
+// DNS
+
+/// dnsmasq answering TXT records (DKIM keys, SPF, DMARC) for the `test` domain on a
+/// loopback port; every other name under `test` is NXDOMAIN.
+pub struct Dns {
+    child: Child,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl Dns {
+    pub fn start(txt: &[(&str, &str)]) -> Dns {
+        let dir = shared_tempdir();
+        let port = free_port();
+        let mut cmd = Command::new("dnsmasq");
+        cmd.args(["--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts", "--bind-interfaces"])
+            .args(["--listen-address=127.0.0.1", "--local=/test/", "--user=root"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--pid-file={}", dir.path().join("pid").display()));
+        for (name, value) in txt {
+            cmd.arg(format!("--txt-record={name},{value}"));
+        }
+        let log = dir.path().join("dnsmasq.log");
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("dnsmasq.log"))
+            .spawn()
+            .expect("spawn dnsmasq");
+        wait_for_port(port, &mut child, "dnsmasq", &log);
+        Dns { child, port, _dir: dir }
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Postfix
 
 /// A private Postfix instance (`postfix -c DIR`) accepting SMTP on a loopback port and
@@ -530,6 +570,13 @@ impl Postfix {
 
     /// With extra `main.cf` lines (SASL, TLS).
     pub fn start_with(relay: &[(&str, u16)], extra_main_cf: &str) -> Postfix {
+        let transports: Vec<(&str, String)> =
+            relay.iter().map(|(domain, port)| (*domain, format!("lmtp:inet:127.0.0.1:{port}"))).collect();
+        Postfix::start_transports(&transports, extra_main_cf)
+    }
+
+    /// Relaying each domain through its Postfix transport, e.g. `smtp:[127.0.0.1]:2525`.
+    pub fn start_transports(relay: &[(&str, String)], extra_main_cf: &str) -> Postfix {
         let dir = shared_tempdir();
         let d = dir.path();
         let conf = d.join("conf");
@@ -541,7 +588,7 @@ impl Postfix {
         let smtp_port = free_port();
         let transports = relay
             .iter()
-            .map(|(domain, port)| format!("{domain}=lmtp:inet:127.0.0.1:{port}"))
+            .map(|(domain, transport)| format!("{domain}={transport}"))
             .collect::<Vec<_>>()
             .join(", ");
         let domains = relay.iter().map(|(domain, _)| *domain).collect::<Vec<_>>().join(", ");
