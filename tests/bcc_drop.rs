@@ -418,11 +418,16 @@ async fn lmtp_answers_each_recipient_and_a_trusted_mta_header_decides_authentica
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_config(d, db.url(), "");
-    let port = drop_config(d, "protocol = \"lmtp\"\ndomain = \"drop.test\"\ntrusted_authserv_id = \"mx.test\"");
+    let port = drop_config(d, "protocol = \"lmtp\"\ndomain = \"drop.test\"\ntrusted_authserv_id = \"mx.test\"\nmax_sessions = 1");
     let alice_drop = setup_user(d, db.url(), ALICE, ALICE_PHONE);
     let carol_drop = setup_user(d, db.url(), "carol@example.test", "");
     let _daemon = Daemon::start(d, db.url());
     let mut client = Client::connect(port);
+    // One session at a time: a second connection is turned away.
+    let mut second = BufReader::new(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    let mut busy = String::new();
+    second.read_line(&mut busy).unwrap();
+    assert!(busy.starts_with("421 4.3.2"), "{busy}");
     assert!(client.cmd("EHLO phone.test").starts_with("500"), "LMTP wants LHLO");
     assert!(client.cmd("LHLO mx.test").starts_with("250"));
 
@@ -445,6 +450,14 @@ async fn lmtp_answers_each_recipient_and_a_trusted_mta_header_decides_authentica
     );
     let (_, finals) = client.transaction(ALICE_PHONE, &[&alice_drop], &forged, true);
     assert!(finals[0].starts_with("550 5.7.1") && finals[0].contains("evil.test"), "{finals:?}");
+    assert!(client.cmd("QUIT").starts_with("221"));
+    // The session's slot is free again.
+    poll(DROP_DEADLINE, "a new session after QUIT", || {
+        let mut reader = BufReader::new(TcpStream::connect(("127.0.0.1", port)).ok()?);
+        let mut greeting = String::new();
+        reader.read_line(&mut greeting).ok()?;
+        greeting.starts_with("220").then_some(())
+    });
     assert_eq!(stored_count(&db, "vouched@phone.test").await, 1);
     assert_eq!(stored_count(&db, "forged@phone.test").await, 0);
 }

@@ -199,18 +199,31 @@ impl Mailroom for Intake {
     }
 
     async fn deliver(&self, envelope: &Envelope, data: Vec<u8>) -> Vec<Reply> {
-        tracing::info!(peer = %envelope.peer, size = data.len(), recipients = envelope.recipients.len(), "BCC drop: message received");
+        tracing::debug!(peer = %envelope.peer, size = data.len(), recipients = envelope.recipients.len(), "BCC drop: message received");
         let data = Arc::new(data);
         let mut replies = Vec::new();
         for mailbox in envelope.mailboxes() {
             let address = envelope.recipients.iter().find(|r| r.mailbox == mailbox).map(|r| r.address.clone()).unwrap_or_default();
             // A panic while parsing or verifying a hostile message fails that message
             // (permanently: the same bytes would panic again), not the session.
-            let outcome = std::panic::AssertUnwindSafe(self.deliver_one(envelope, &address, &data)).catch_unwind().await;
-            replies.push(outcome.unwrap_or_else(|_| {
-                tracing::error!(peer = %envelope.peer, "BCC drop: processing a message panicked");
-                Reply::new(554, "5.3.0", "internal error while processing this message")
-            }));
+            let reply = match std::panic::AssertUnwindSafe(self.deliver_one(envelope, &address, &data)).catch_unwind().await {
+                Ok(reply) => reply,
+                Err(_) => {
+                    tracing::error!(peer = %envelope.peer, "BCC drop: processing a message panicked");
+                    let receipt = DropReceipt {
+                        peer: envelope.peer.to_string(),
+                        envelope_from: envelope.mail_from.clone(),
+                        size: data.len() as i64,
+                        ..DropReceipt::default()
+                    };
+                    let outcome = DropOutcome::Failed { reason: "internal error while processing the message".into() };
+                    if let Err(e) = self.store.record_drop(0, &receipt, &outcome).await {
+                        tracing::warn!(error = %e, "BCC drop: recording the outcome failed");
+                    }
+                    Reply::new(554, "5.3.0", "internal error while processing this message")
+                }
+            };
+            replies.push(reply);
         }
         replies
     }
