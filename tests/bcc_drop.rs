@@ -227,18 +227,7 @@ async fn relayed_mail_is_stored_linked_and_the_synced_sent_copy_is_the_same_mess
 
         // The same message appears in Alice's synced Sent folder: still one message.
         dovecot.write_maildir(ALICE, ".Sent", &[raw.clone()]);
-        poll_async(SYNC_DEADLINE, "the Sent copy synced as the same message", || async {
-            let n: i64 = sqlx::query_scalar(concat!(
-                "SELECT COUNT(*) FROM message_locations l JOIN folders f ON f.id = l.folder_id ",
-                "WHERE l.message_id = $1 AND f.role = 'sent'"
-            ))
-            .bind(stored)
-            .fetch_one(store.pool())
-            .await
-            .ok()?;
-            (n == 1).then_some(())
-        })
-        .await;
+        wait_in_sent_folder(&store, stored).await;
         assert_eq!(stored_count(&db, &message_id).await, 1, "{tag}");
     }
 }

@@ -64,18 +64,7 @@ async fn sent_mail_is_delivered_filed_linked_and_joins_the_reply_thread() {
         });
         let stored = entry["stored_message"].as_i64().unwrap();
         // The Sent folder's sync finds the copy and recognizes it: still one message.
-        poll_async(SYNC_DEADLINE, "the Sent copy synced as the same message", || async {
-            let n: i64 = sqlx::query_scalar(concat!(
-                "SELECT COUNT(*) FROM message_locations l JOIN folders f ON f.id = l.folder_id ",
-                "WHERE l.message_id = $1 AND f.role = 'sent'"
-            ))
-            .bind(stored)
-            .fetch_one(store.pool())
-            .await
-            .ok()?;
-            (n == 1).then_some(())
-        })
-        .await;
+        wait_in_sent_folder(&store, stored).await;
         let copies: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE message_id = $1")
             .bind(&message_id)
             .fetch_one(store.pool())

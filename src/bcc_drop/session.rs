@@ -331,11 +331,11 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin + Send, M: Mailroom> Session<'a, S, M
             Ok(mailbox) => mailbox,
             Err(refusal) => return refusal,
         };
-        let mailboxes_before = self.transaction.recipients.iter().filter(|r| r.mailbox != mailbox).count();
+        let other_mailboxes = self.transaction.recipients.iter().filter(|r| r.mailbox != mailbox).count();
         // SMTP has one reply for the whole message, so a transaction holds one mailbox:
         // a second one would share the first one's fate. RFC 5321 section 3.3: the
         // client delivers a 452 recipient in a later transaction.
-        if self.config.protocol == DropProtocol::Smtp && mailboxes_before > 0 {
+        if self.config.protocol == DropProtocol::Smtp && other_mailboxes > 0 {
             return Reply::new(452, "4.5.3", "one drop address per message over SMTP; send this one separately");
         }
         self.transaction.recipients.push(Recipient { address, mailbox });
@@ -349,47 +349,34 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin + Send, M: Mailroom> Session<'a, S, M
         let limit = self.config.max_message_bytes;
         // `Some(ended)`: over the limit, with or without its end read.
         let mut too_large = None;
-        loop {
-            let done = {
-                let pending = &self.input[self.consumed..];
+        let ended = self
+            .feed(|pending| {
                 let mut bytes = pending.iter();
                 let done = receiver.ingest(&mut bytes, &mut message);
-                self.consumed += pending.len() - bytes.len();
-                done
-            };
-            if message.len() > limit {
-                too_large = Some(done);
-                break;
-            }
-            if done {
-                break;
-            }
-            match self.fill().await? {
-                Input::Data => {}
-                Input::Closed => return Ok(Some(Ending::Closed)),
-                Input::IdleTimeout => return self.idle_timeout().await.map(Some),
-            }
+                if message.len() > limit {
+                    too_large = Some(done);
+                }
+                (pending.len() - bytes.len(), done || too_large.is_some())
+            })
+            .await?;
+        if ended.is_some() {
+            return Ok(ended);
         }
         let transaction = std::mem::take(&mut self.transaction);
-        if let Some(ended) = too_large {
+        if let Some(done) = too_large {
             // Read and drop the rest so the client gets its reply after its dot.
             drop(message);
             let mut rest = DummyDataReceiver::new_data(&receiver);
-            while !ended {
-                let done = {
-                    let pending = &self.input[self.consumed..];
-                    let mut bytes = pending.iter();
-                    let done = rest.ingest(&mut bytes);
-                    self.consumed += pending.len() - bytes.len();
-                    done
-                };
-                if done {
-                    break;
-                }
-                match self.fill().await? {
-                    Input::Data => {}
-                    Input::Closed => return Ok(Some(Ending::Closed)),
-                    Input::IdleTimeout => return self.idle_timeout().await.map(Some),
+            if !done {
+                let ended = self
+                    .feed(|pending| {
+                        let mut bytes = pending.iter();
+                        let done = rest.ingest(&mut bytes);
+                        (pending.len() - bytes.len(), done)
+                    })
+                    .await?;
+                if ended.is_some() {
+                    return Ok(ended);
                 }
             }
             let reply = Reply::new(552, "5.3.4", format!("message exceeds the limit of {limit} bytes"));
@@ -414,6 +401,23 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin + Send, M: Mailroom> Session<'a, S, M
         };
         self.replies_for(&envelope.recipients, |r| reply_of(r.mailbox));
         Ok(None)
+    }
+
+    /// Hands input to `ingest` (which says how many bytes it took and whether it is done)
+    /// until it is done; `Some` when the session ended first.
+    async fn feed(&mut self, mut ingest: impl FnMut(&[u8]) -> (usize, bool)) -> std::io::Result<Option<Ending>> {
+        loop {
+            let (used, done) = ingest(&self.input[self.consumed..]);
+            self.consumed += used;
+            if done {
+                return Ok(None);
+            }
+            match self.fill().await? {
+                Input::Data => {}
+                Input::Closed => return Ok(Some(Ending::Closed)),
+                Input::IdleTimeout => return self.idle_timeout().await.map(Some),
+            }
+        }
     }
 
     /// One reply per accepted recipient in LMTP (RFC 2033 section 4.2), one in all in SMTP.

@@ -31,11 +31,7 @@ impl Store {
     /// new token replaces the old one.
     pub async fn drop_address(&self, user_email: &str, domain: &str, rotate: bool) -> Result<DropAddress> {
         let mut tx = self.write_tx().await?;
-        let user_id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
-            .bind(user_email)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no user {user_email}")))?;
+        let user_id = user_id(&mut tx, user_email).await?;
         let token = new_token()?;
         let sql = if rotate {
             "INSERT INTO drop_addresses (user_id, token, created_at) VALUES ($1, $2, $3) \
@@ -108,11 +104,7 @@ impl Store {
     pub async fn add_user_address(&self, user_email: &str, address: &str) -> Result<Vec<String>> {
         let address = crate::address::normalize_email(address).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut tx = self.write_tx().await?;
-        let user_id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
-            .bind(user_email)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no user {user_email}")))?;
+        let user_id = user_id(&mut tx, user_email).await?;
         sqlx::query("INSERT INTO user_addresses (user_id, address) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(user_id)
             .bind(&address)
@@ -157,6 +149,14 @@ impl Store {
             })
             .collect()
     }
+}
+
+async fn user_id(tx: &mut Transaction<'_, Any>, email: &str) -> Result<i64> {
+    sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
+        .bind(email)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("no user {email}")))
 }
 
 async fn insert_delivery(tx: &mut Transaction<'_, Any>, user_id: i64, receipt: &DropReceipt, outcome: &DropOutcome, now: i64) -> Result<()> {

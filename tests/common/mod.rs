@@ -26,12 +26,22 @@ use tempfile::TempDir;
 /// Generous upper bound for a server to come up on a loaded 2-core machine.
 pub const START_DEADLINE: Duration = Duration::from_secs(30);
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, never the same twice in one test
+/// process: a server stopped and restarted on its port must not find it taken by
+/// another test's server that was handed the same number in between.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free loopback port")
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free loopback port");
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// Polls `check` every 20 ms until it returns `Some` or `deadline` passes.
@@ -89,6 +99,23 @@ pub async fn wait_for_message(store: &mailsync::store::Store, message_id: &str, 
         (n == 1).then_some(())
     })
     .await
+}
+
+/// Waits until the stored message `id` is seen in its account's Sent folder, i.e. the
+/// Sent folder's sync recognized its copy there as the same message.
+pub async fn wait_in_sent_folder(store: &mailsync::store::Store, id: i64) {
+    poll_async(SYNC_DEADLINE, "the Sent copy synced as the same message", || async {
+        let n: i64 = sqlx::query_scalar(concat!(
+            "SELECT COUNT(*) FROM message_locations l JOIN folders f ON f.id = l.folder_id ",
+            "WHERE l.message_id = $1 AND f.role = 'sent'"
+        ))
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .ok()?;
+        (n == 1).then_some(())
+    })
+    .await;
 }
 
 pub fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
