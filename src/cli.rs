@@ -16,7 +16,7 @@ use crate::daemon;
 use crate::secrets::MasterKey;
 use crate::status::Status;
 use crate::store::{
-    Account, AuthKind, AutoCreate, Deal, LinkRequest, LinkView, MessageSummary, NewDeal, NewPerson, OrgSettings, OutboxEntry, Person,
+    Account, AuthKind, AutoCreate, ContactChange, Deal, LinkRequest, LinkView, MessageSummary, NewDeal, NewPerson, OrgSettings, OutboxEntry, Person,
     PersonKind, StoreError, TlsMode, one_entity,
 };
 
@@ -89,6 +89,9 @@ pub enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+    /// Two-way sync of a user's contacts with a CardDAV address book.
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
     /// Show (creating on first use) or rotate a user's BCC-drop address.
     BccAddress {
         #[arg(long)]
@@ -99,6 +102,68 @@ pub enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContactsCommand {
+    /// Set (or replace) a user's contacts sync.
+    Configure(ContactsConfigureArgs),
+    /// Run a user's sync now and print what it did.
+    Sync {
+        #[arg(long)]
+        user: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Last sync time, counts and error of every configured user (or one).
+    Status {
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Remove a user's sync configuration and state (contacts stay).
+    Remove {
+        #[arg(long)]
+        user: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ContactsConfigureArgs {
+    #[arg(long)]
+    pub user: String,
+    /// carddav
+    #[arg(long, default_value = "carddav")]
+    pub provider: String,
+    /// The CardDAV server (its root, the principal or the address-book home).
+    #[arg(long)]
+    pub url: String,
+    #[arg(long)]
+    pub username: String,
+    #[arg(long, value_name = "VAR", conflicts_with = "password_file", required_unless_present = "password_file")]
+    pub password_env: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Address book (display name or path segment); created if missing.
+    #[arg(long, default_value = "Contacts")]
+    pub address_book: String,
+    /// two-way, crm-to-remote or remote-to-crm.
+    #[arg(long, default_value = "two-way")]
+    pub direction: String,
+    /// crm-wins or remote-wins: who wins a field changed on both sides.
+    #[arg(long, default_value = "crm-wins")]
+    pub conflict: String,
+    #[arg(long, default_value_t = 900)]
+    pub interval_secs: i64,
+    /// Deleting a synced contact in the CRM deletes it remotely too.
+    #[arg(long)]
+    pub propagate_deletions: bool,
+    /// Region for phone numbers without a country code.
+    #[arg(long, default_value = "US")]
+    pub region: String,
+    #[command(flatten)]
+    pub json: JsonFlag,
 }
 
 #[derive(Debug, Args)]
@@ -395,6 +460,25 @@ pub enum ContactCommand {
     List(ListArgs),
     /// Add an email address; past mail with it is linked in the background.
     AddEmail(AddEmailArgs),
+    /// Change a contact; given lists (--email, --phone) replace the stored ones.
+    Update {
+        id: i64,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        company: Option<String>,
+        #[arg(long = "email")]
+        emails: Vec<String>,
+        #[arg(long = "phone")]
+        phones: Vec<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Delete a contact (its mail stays; a contacts sync keeps its remote copy unless
+    /// told to propagate deletions).
+    Delete { id: i64 },
     /// Import contacts from a CSV file with a header row: name, email (or emails, `;`
     /// separated), phone (or phones), company, org. All rows or none are imported.
     Import {
@@ -423,6 +507,9 @@ pub struct PersonArgs {
     /// Leads only.
     #[arg(long, default_value = "")]
     pub status: String,
+    /// Contacts only: the owning user (their contacts sync pushes the contact).
+    #[arg(long, default_value = "")]
+    pub owner: String,
     #[command(flatten)]
     pub json: JsonFlag,
 }
@@ -598,6 +685,24 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
         Command::Contact(ContactCommand::List(args)) => list_people(PersonKind::Contact, args, &config).await,
         Command::Lead(PersonCommand::AddEmail(args)) => add_email(PersonKind::Lead, args, &config).await,
         Command::Contact(ContactCommand::AddEmail(args)) => add_email(PersonKind::Contact, args, &config).await,
+        Command::Contact(ContactCommand::Update { id, name, company, emails, phones, owner, json }) => {
+            let change = ContactChange {
+                name,
+                company,
+                emails: (!emails.is_empty()).then_some(emails),
+                phones: (!phones.is_empty()).then_some(phones),
+                owner,
+            };
+            let store = daemon::open_store(&config).await?;
+            let person = store.update_contact(id, change).await?;
+            print(json.json, &person, || person_table(std::slice::from_ref(&person)))
+        }
+        Command::Contact(ContactCommand::Delete { id }) => {
+            let store = daemon::open_store(&config).await?;
+            store.delete_contact(id).await?;
+            Ok(())
+        }
+        Command::Contacts(command) => contacts(command, &config).await,
         Command::Contact(ContactCommand::Import { file, org, json }) => {
             // Read and check the whole file before opening the store: nothing half-imported.
             let rows = read_contacts_csv(&file, &org)?;
@@ -709,11 +814,63 @@ async fn add_person(kind: PersonKind, args: PersonArgs, config: &Config) -> anyh
         phones: args.phones,
         status: args.status,
         source: String::new(),
+        owner: args.owner,
     }
     .validate()?;
     let store = daemon::open_store(config).await?;
     let person = store.add_person(kind, new).await?;
     print(args.json.json, &person, || person_table(std::slice::from_ref(&person)))
+}
+
+async fn contacts(command: ContactsCommand, config: &Config) -> anyhow::Result<()> {
+    let store = daemon::open_store(config).await?;
+    match command {
+        ContactsCommand::Configure(args) => {
+            let user = crate::address::normalize_email(&args.user)?;
+            let password = crate::accounts::read_secret("password", args.password_file.as_deref(), args.password_env.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            let key = MasterKey::load_or_create(&config.secrets.key_file)?;
+            let input = crate::contacts::SyncInput {
+                provider: args.provider,
+                url: args.url,
+                username: args.username,
+                address_book: args.address_book,
+                direction: args.direction,
+                conflict: args.conflict,
+                interval_secs: args.interval_secs,
+                propagate_deletions: args.propagate_deletions,
+                region: args.region,
+            };
+            let saved = crate::contacts::configure(&store, &key, &user, input, &password).await?;
+            print(args.json.json, &saved, || format!("contacts sync configured for {}\n", saved.user))
+        }
+        ContactsCommand::Sync { user, json } => {
+            let user = crate::address::normalize_email(&user)?;
+            let key = MasterKey::load_or_create(&config.secrets.key_file)?;
+            let sync = store.contact_sync_config(&user).await?;
+            if !store.claim_contact_sync(sync.user_id, &format!("cli:{}", std::process::id()), 30 * 60 * 1000, true).await? {
+                anyhow::bail!("a daemon is running {user}'s contacts sync right now; try again in a moment");
+            }
+            let report = crate::contacts::sync_now(&store, &key, &sync).await?;
+            print(json.json, &report, || format!("{report:#?}\n"))
+        }
+        ContactsCommand::Status { user, json } => {
+            let user = user.map(|u| crate::address::normalize_email(&u)).transpose()?;
+            let configs = store.contact_sync_configs(user.as_deref()).await?;
+            print(json.json, &configs, || {
+                let mut out = String::from("USER  PROVIDER  LAST SYNC  RESULT  ERROR\n");
+                for c in &configs {
+                    out += &format!("{}  {}  {}  {}  {}\n", c.user, c.provider, c.last_sync_at, c.last_result, c.last_error);
+                }
+                out
+            })
+        }
+        ContactsCommand::Remove { user } => {
+            let user = crate::address::normalize_email(&user)?;
+            store.remove_contact_sync_config(&user).await?;
+            Ok(())
+        }
+    }
 }
 
 async fn add_email(kind: PersonKind, args: AddEmailArgs, config: &Config) -> anyhow::Result<()> {

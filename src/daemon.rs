@@ -57,6 +57,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let contacts_task = tokio::spawn(crate::contacts::run_scheduler(
+        store.clone(),
+        key.clone(),
+        format!("{}:{api_addr}", std::process::id()),
+        Duration::from_millis(config.sync.account_check_ms),
+        stop_rx.clone(),
+    ));
     let app = api::router(AppState { store: store.clone(), key, tokens, relink, outbox, config: Arc::new(config.clone()) });
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(async move {
@@ -89,6 +96,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracing::warn!("workers did not stop within the grace period");
     }
     relinker_task.abort();
+    // A sync cut short is replayed from its stored token by the next run.
+    contacts_task.abort();
     // Sessions in flight end with the process: a client without its reply retries.
     if let Some(task) = drop_task {
         task.abort();

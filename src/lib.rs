@@ -7,6 +7,7 @@ pub mod api;
 pub mod bcc_drop;
 pub mod cli;
 pub mod config;
+pub mod contacts;
 pub mod daemon;
 pub mod imap;
 pub mod ingest;

@@ -69,6 +69,10 @@ pub struct NewPerson {
     pub status: String,
     #[serde(default)]
     pub source: String,
+    /// Contacts only: the user (email) who owns the contact; their contacts sync
+    /// pushes it. Empty: nobody.
+    #[serde(default)]
+    pub owner: String,
 }
 
 pub fn default_org() -> String {
@@ -82,6 +86,9 @@ impl NewPerson {
         self.name = self.name.trim().to_string();
         self.company = self.company.trim().to_string();
         self.status = self.status.trim().to_string();
+        if !self.owner.trim().is_empty() {
+            self.owner = normalize_email(&self.owner).map_err(|e| StoreError::Invalid(format!("owner: {e}")))?;
+        }
         let mut emails = Vec::new();
         for e in &self.emails {
             let e = normalize_email(e).map_err(|e| StoreError::Invalid(e.to_string()))?;
@@ -119,6 +126,14 @@ pub struct Person {
     pub status: Option<String>,
     pub source: String,
     pub created_at: i64,
+    /// Contacts: e.g. "deleted in CardDAV Contacts" after a remote deletion.
+    pub tags: Vec<String>,
+    /// Contacts: instant-messenger URIs (from an address book).
+    pub ims: Vec<String>,
+    /// Contacts: `street;locality;region;postal code;country`, or empty.
+    pub postal_address: String,
+    /// Contacts: the owning user's email, or empty.
+    pub owner: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,6 +168,18 @@ pub struct Deal {
     pub contacts: Vec<i64>,
     pub leads: Vec<i64>,
     pub created_at: i64,
+}
+
+/// A change to a contact; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContactChange {
+    pub name: Option<String>,
+    pub company: Option<String>,
+    pub emails: Option<Vec<String>>,
+    pub phones: Option<Vec<String>>,
+    /// The owning user's email.
+    pub owner: Option<String>,
 }
 
 /// What a bulk import did.
@@ -217,26 +244,89 @@ impl Store {
         self.person(kind, id).await
     }
 
+    /// Changes a contact: each given field replaces the stored one (emails and phones as
+    /// whole lists, the first primary). New addresses are linked in the background.
+    pub async fn update_contact(&self, id: i64, change: ContactChange) -> Result<Person> {
+        let current = self.person(PersonKind::Contact, id).await?;
+        let fields = NewPerson {
+            org: current.org.clone(),
+            name: change.name.unwrap_or(current.name),
+            company: change.company.unwrap_or(current.company),
+            emails: change.emails.unwrap_or(current.emails),
+            phones: change.phones.unwrap_or(current.phones),
+            owner: change.owner.unwrap_or_default(),
+            ..NewPerson::default()
+        }
+        .validate()?;
+        let mut tx = self.write_tx().await?;
+        let org = ensure_org(&mut tx, &current.org).await?;
+        for email in &fields.emails {
+            if let Some((other, _)) = find_by_email(&mut tx, org.id, PersonKind::Contact, std::slice::from_ref(email)).await?
+                && other != id
+            {
+                return Err(StoreError::Conflict(format!("contact {other} already has the address {email}")));
+            }
+        }
+        sqlx::query("UPDATE contacts SET name = $1, company = $2, updated_at = $3 WHERE id = $4")
+            .bind(&fields.name)
+            .bind(&fields.company)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if !fields.owner.is_empty() {
+            sqlx::query("UPDATE contacts SET owner_user_id = $1 WHERE id = $2")
+                .bind(owner_id(&mut tx, &fields.owner).await?)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM entity_addresses WHERE entity_kind = 'contact' AND entity_id = $1").bind(id).execute(&mut *tx).await?;
+        let keys = address_keys(&org, &fields);
+        insert_addresses(&mut tx, self.backend, &address_rows(org.id, PersonKind::Contact, id, &fields, &keys)).await?;
+        if !fields.emails.is_empty() {
+            queue_relink(&mut tx, self.backend, org.id, PersonKind::Contact, &[id]).await?;
+        }
+        tx.commit().await?;
+        self.person(PersonKind::Contact, id).await
+    }
+
+    /// Deletes a contact with its addresses and links (its mail stays).
+    pub async fn delete_contact(&self, id: i64) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let deleted = sqlx::query("DELETE FROM contacts WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        if deleted.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("no contact with id {id}")));
+        }
+        for table in ["entity_addresses", "message_links", "thread_links", "deal_parties"] {
+            let sql = format!("DELETE FROM {table} WHERE entity_kind = 'contact' AND entity_id = $1");
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Creates many contacts in one transaction: all rows or none. A row with an email
     /// that already belongs to a contact (stored, or an earlier row) counts as existing,
     /// not duplicated. A handful of multi-row statements per 10,000 rows, so a million-row
     /// import takes seconds; linking their past mail is queued for the background.
     pub async fn import_contacts(&self, rows: Vec<NewPerson>) -> Result<ImportSummary> {
-        let mut by_org: Vec<(String, Vec<NewPerson>)> = Vec::new();
+        let mut by_org: Vec<(String, String, Vec<NewPerson>)> = Vec::new();
         for (i, row) in rows.into_iter().enumerate() {
             let row = row.validate().map_err(|e| StoreError::Invalid(format!("row {}: {e}", i + 1)))?;
             if !row.status.is_empty() {
                 return Err(StoreError::Invalid(format!("row {}: contacts have no status; leads do", i + 1)));
             }
-            match by_org.iter_mut().find(|(org, _)| *org == row.org) {
-                Some((_, rows)) => rows.push(row),
-                None => by_org.push((row.org.clone(), vec![row])),
+            match by_org.iter_mut().find(|(org, owner, _)| *org == row.org && *owner == row.owner) {
+                Some((_, _, rows)) => rows.push(row),
+                None => by_org.push((row.org.clone(), row.owner.clone(), vec![row])),
             }
         }
         let mut summary = ImportSummary::default();
         let mut tx = self.write_tx().await?;
-        for (org_name, rows) in by_org {
+        for (org_name, owner, rows) in by_org {
             let org = ensure_org(&mut tx, &org_name).await?;
+            let owner = owner_id(&mut tx, &owner).await?;
             let emails: Vec<&str> = rows.iter().flat_map(|r| r.emails.iter().map(String::as_str)).collect();
             let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
             let select = "SELECT value FROM (SELECT org_id, value FROM entity_addresses \
@@ -254,7 +344,7 @@ impl Store {
                 fresh.push(row);
             }
             for chunk in fresh.chunks(10_000) {
-                insert_contacts(&mut tx, self.backend, &org, chunk).await?;
+                insert_contacts(&mut tx, self.backend, &org, chunk, owner).await?;
             }
             summary.created += fresh.len() as u64;
         }
@@ -271,11 +361,13 @@ impl Store {
     pub async fn person(&self, kind: PersonKind, id: i64) -> Result<Person> {
         let sql = match kind {
             PersonKind::Lead => concat!(
-                "SELECT p.id, o.name AS org, p.name, p.company, p.status, p.source, p.created_at ",
+                "SELECT p.id, o.name AS org, p.name, p.company, p.status, p.source, p.created_at, ",
+                "'[]' AS tags, '[]' AS ims, '' AS postal_address, '' AS owner ",
                 "FROM leads p JOIN organizations o ON o.id = p.org_id WHERE p.id = $1"
             ),
             PersonKind::Contact => concat!(
-                "SELECT p.id, o.name AS org, p.name, p.company, '' AS status, p.source, p.created_at ",
+                "SELECT p.id, o.name AS org, p.name, p.company, '' AS status, p.source, p.created_at, p.tags, p.ims, p.postal_address, ",
+                "COALESCE((SELECT u.email FROM users u WHERE u.id = p.owner_user_id), '') AS owner ",
                 "FROM contacts p JOIN organizations o ON o.id = p.org_id WHERE p.id = $1"
             ),
         };
@@ -297,12 +389,14 @@ impl Store {
     ) -> Result<Vec<Person>> {
         let sql = match kind {
             PersonKind::Lead => concat!(
-                "SELECT p.id, o.name AS org, p.name, p.company, p.status, p.source, p.created_at ",
+                "SELECT p.id, o.name AS org, p.name, p.company, p.status, p.source, p.created_at, ",
+                "'[]' AS tags, '[]' AS ims, '' AS postal_address, '' AS owner ",
                 "FROM leads p JOIN organizations o ON o.id = p.org_id ",
                 "WHERE ($1 = '' OR o.name = $1) ORDER BY p.id LIMIT $2 OFFSET $3"
             ),
             PersonKind::Contact => concat!(
-                "SELECT p.id, o.name AS org, p.name, p.company, '' AS status, p.source, p.created_at ",
+                "SELECT p.id, o.name AS org, p.name, p.company, '' AS status, p.source, p.created_at, p.tags, p.ims, p.postal_address, ",
+                "COALESCE((SELECT u.email FROM users u WHERE u.id = p.owner_user_id), '') AS owner ",
                 "FROM contacts p JOIN organizations o ON o.id = p.org_id ",
                 "WHERE ($1 = '' OR o.name = $1) ORDER BY p.id LIMIT $2 OFFSET $3"
             ),
@@ -511,14 +605,16 @@ pub(super) async fn insert_person(tx: &mut Transaction<'_, Any>, backend: Backen
             .await?
         }
         PersonKind::Contact => {
+            let owner = owner_id(tx, &new.owner).await?;
             sqlx::query_scalar(concat!(
-                "INSERT INTO contacts (org_id, name, company, source, created_at, updated_at) ",
-                "VALUES ($1, $2, $3, $4, $5, $5) RETURNING id"
+                "INSERT INTO contacts (org_id, name, company, source, owner_user_id, created_at, updated_at) ",
+                "VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING id"
             ))
             .bind(org.id)
             .bind(&new.name)
             .bind(&new.company)
             .bind(&new.source)
+            .bind(owner)
             .bind(now)
             .fetch_one(&mut **tx)
             .await?
@@ -532,25 +628,42 @@ pub(super) async fn insert_person(tx: &mut Transaction<'_, Any>, backend: Backen
     Ok(id)
 }
 
+/// The id of the user `email` (`None` for an empty email); an unknown user is an error.
+async fn owner_id(tx: &mut Transaction<'_, Any>, email: &str) -> Result<Option<i64>> {
+    if email.is_empty() {
+        return Ok(None);
+    }
+    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1").bind(email).fetch_optional(&mut **tx).await?;
+    id.map(Some).ok_or_else(|| StoreError::Invalid(format!("owner: no user {email}")))
+}
+
 /// Inserts contacts in one statement and their addresses in another. Ids come back
 /// sorted: both databases number the rows of one multi-row INSERT in VALUES order, while
 /// the order of RETURNING itself is not promised.
-async fn insert_contacts(tx: &mut Transaction<'_, Any>, backend: Backend, org: &Org, rows: &[NewPerson]) -> Result<()> {
+async fn insert_contacts(tx: &mut Transaction<'_, Any>, backend: Backend, org: &Org, rows: &[NewPerson], owner: Option<i64>) -> Result<()> {
     let now = now_ms();
-    let contact_rows: Vec<[Value; 6]> = rows
-        .iter()
-        .map(|r| {
-            [Value::Int(org.id), Value::Text(&r.name), Value::Text(&r.company), Value::Text(&r.source), Value::Int(now), Value::Int(now)]
-        })
-        .collect();
-    let mut ids = insert_rows(
-        tx,
-        backend,
-        "INSERT INTO contacts (org_id, name, company, source, created_at, updated_at) VALUES ",
-        " RETURNING id",
-        &contact_rows,
-    )
-    .await?
+    let returned = match owner {
+        None => {
+            let contact_rows: Vec<[Value; 6]> = rows
+                .iter()
+                .map(|r| [Value::Int(org.id), Value::Text(&r.name), Value::Text(&r.company), Value::Text(&r.source), Value::Int(now), Value::Int(now)])
+                .collect();
+            let sql = "INSERT INTO contacts (org_id, name, company, source, created_at, updated_at) VALUES ";
+            insert_rows(tx, backend, sql, " RETURNING id", &contact_rows).await?
+        }
+        Some(owner) => {
+            let contact_rows: Vec<[Value; 7]> = rows
+                .iter()
+                .map(|r| {
+                    let (name, company, source) = (Value::Text(&r.name), Value::Text(&r.company), Value::Text(&r.source));
+                    [Value::Int(org.id), name, company, source, Value::Int(owner), Value::Int(now), Value::Int(now)]
+                })
+                .collect();
+            let sql = "INSERT INTO contacts (org_id, name, company, source, owner_user_id, created_at, updated_at) VALUES ";
+            insert_rows(tx, backend, sql, " RETURNING id", &contact_rows).await?
+        }
+    };
+    let mut ids = returned
     .iter()
     .map(|r| r.try_get::<i64, _>("id"))
     .collect::<Result<Vec<_>, _>>()?;
@@ -569,13 +682,13 @@ async fn insert_contacts(tx: &mut Transaction<'_, Any>, backend: Backend, org: &
 }
 
 /// The match key of each of a person's emails, in order.
-fn address_keys(org: &Org, new: &NewPerson) -> Vec<String> {
+pub(super) fn address_keys(org: &Org, new: &NewPerson) -> Vec<String> {
     let rules = org.settings.match_rules();
     new.emails.iter().map(|e| match_key(e, rules)).collect()
 }
 
 /// `entity_addresses` rows for a person: the first email and the first phone are primary.
-fn address_rows<'a>(org_id: i64, kind: PersonKind, id: i64, new: &'a NewPerson, keys: &'a [String]) -> Vec<[Value<'a>; 7]> {
+pub(super) fn address_rows<'a>(org_id: i64, kind: PersonKind, id: i64, new: &'a NewPerson, keys: &'a [String]) -> Vec<[Value<'a>; 7]> {
     let emails = new.emails.iter().zip(keys).map(|(e, k)| ("email", e.as_str(), k.as_str()));
     let phones = new.phones.iter().map(|p| ("phone", p.as_str(), p.as_str()));
     let mut seen_kinds: Vec<&str> = Vec::new();
@@ -597,7 +710,7 @@ fn address_rows<'a>(org_id: i64, kind: PersonKind, id: i64, new: &'a NewPerson, 
         .collect()
 }
 
-async fn insert_addresses(tx: &mut Transaction<'_, Any>, backend: Backend, rows: &[[Value<'_>; 7]]) -> Result<()> {
+pub(super) async fn insert_addresses(tx: &mut Transaction<'_, Any>, backend: Backend, rows: &[[Value<'_>; 7]]) -> Result<()> {
     insert_rows(
         tx,
         backend,
@@ -643,5 +756,9 @@ fn person_from_row(kind: PersonKind, row: &AnyRow) -> Result<Person> {
         },
         source: row.try_get("source")?,
         created_at: row.try_get("created_at")?,
+        tags: serde_json::from_str(&row.try_get::<String, _>("tags")?).unwrap_or_default(),
+        ims: serde_json::from_str(&row.try_get::<String, _>("ims")?).unwrap_or_default(),
+        postal_address: row.try_get("postal_address")?,
+        owner: row.try_get("owner")?,
     })
 }

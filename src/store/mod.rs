@@ -10,6 +10,7 @@
 
 mod accounts;
 mod crm;
+mod contact_sync;
 mod drop;
 mod links;
 mod mail;
@@ -18,6 +19,7 @@ mod outbox;
 
 pub use accounts::*;
 pub use crm::*;
+pub use contact_sync::{ContactSyncConfig, CrmContact, SyncItem, SyncSettings};
 pub use drop::{DropAddress, DropDelivery, DropOutcome, DropReceipt, DropUser};
 pub use links::{LinkChange, LinkRequest, LinkTarget, LinkView, one_entity};
 pub use mail::*;

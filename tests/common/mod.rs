@@ -757,6 +757,39 @@ impl Drop for Radicale {
     }
 }
 
+/// Xandikos (CardDAV/CalDAV) serving `/alice/` as the current user's principal, with no
+/// authentication of its own (as behind a reverse proxy).
+pub struct Xandikos {
+    pub dir: TempDir,
+    child: Child,
+    pub port: u16,
+}
+
+impl Xandikos {
+    pub fn start() -> Xandikos {
+        let dir = shared_tempdir();
+        let port = free_port();
+        let log = dir.path().join("xandikos.log");
+        let mut child = Command::new("xandikos")
+            .arg("-d")
+            .arg(dir.path().join("data"))
+            .args(["-l", "127.0.0.1", "-p", &port.to_string(), "--autocreate", "--current-user-principal", "/alice/"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("xandikos.log"))
+            .spawn()
+            .expect("cannot start xandikos (is it installed?)");
+        wait_for_port(port, &mut child, "xandikos", &log);
+        Xandikos { dir, child, port }
+    }
+}
+
+impl Drop for Xandikos {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Databases
 

@@ -1,0 +1,420 @@
+//! One contacts-sync run for one user, the same for every provider ([`Remote`]).
+//!
+//! 1. Remote delta since the stored token (a refused token: full listing).
+//! 2. Guard: a side that suddenly looks empty stops the run before anything is written.
+//! 3. Remote deletions: the contact is unlinked and tagged, never imported again.
+//! 4. Changed cards (our own writes coming back are skipped by ETag, or by hash) and
+//!    cards of contacts changed in the CRM are fetched and reconciled: three-way merge
+//!    against the last synced copy, each side written only if it differs from the result.
+//!    New cards are linked by primary email, then exact E.164 phone (never by name);
+//!    several candidates flag the card for a person; none imports it.
+//! 5. CRM deletions: propagated only if configured, else a tombstone.
+//! 6. New CRM contacts are created remotely; the remote id is recorded before the write
+//!    so a crash in between cannot create it twice.
+//!
+//! The token is stored last: a run cut short is replayed, and the replay finds the
+//! writes already made (equal hashes) and does nothing twice.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+
+use serde::Serialize;
+
+use super::{ContactFields, Direction, merge};
+use crate::store::{ContactSyncConfig, CrmContact, Store, StoreError, SyncItem};
+
+/// A remote contact.
+#[derive(Debug, Clone)]
+pub struct RemoteCard<Raw> {
+    pub id: String,
+    pub etag: String,
+    pub uid: String,
+    /// As the remote has them (not canonical).
+    pub fields: ContactFields,
+    /// What the provider needs to update the contact without losing unmapped data.
+    pub raw: Raw,
+}
+
+/// What changed remotely since a token.
+#[derive(Debug, Default)]
+pub struct RemoteDelta {
+    /// Ids changed or added, with their ETag.
+    pub changed: Vec<(String, String)>,
+    pub removed: Vec<String>,
+    /// A full listing: ids missing from `changed` are gone.
+    pub full: bool,
+    pub token: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("the sync token was refused")]
+    TokenRefused,
+    /// The write's precondition failed: the contact changed (or exists) remotely.
+    #[error("{0} changed remotely meanwhile")]
+    Conflict(String),
+    #[error("{message}")]
+    Failed { message: String, transient: bool },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Remote(#[from] RemoteError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// A side looks empty although contacts were synced: nothing was written.
+    #[error("refusing to sync: {0}")]
+    Guard(String),
+}
+
+impl SyncError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            SyncError::Remote(RemoteError::Failed { transient, .. }) => *transient,
+            SyncError::Store(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// A provider's address book or contact group.
+pub trait Remote: Send {
+    type Raw: Clone + Send + Sync;
+    /// Changes since `token`; everything when it is empty.
+    fn changes(&mut self, token: &str) -> impl Future<Output = Result<RemoteDelta, RemoteError>> + Send;
+    fn fetch(&mut self, ids: &[String]) -> impl Future<Output = Result<Vec<RemoteCard<Self::Raw>>, RemoteError>> + Send;
+    /// The id a new contact gets, chosen before it is written (`uid` is ours).
+    fn planned_id(&self, uid: &str) -> String;
+    /// Creates a contact at `planned_id` (or wherever the provider puts it); returns its
+    /// id and ETag. `Conflict` when it already exists.
+    fn create(&mut self, planned_id: &str, uid: &str, contact_id: i64, fields: &ContactFields)
+    -> impl Future<Output = Result<(String, String), RemoteError>> + Send;
+    /// Replaces the mapped fields of `card` (guarded by its ETag); returns the new ETag.
+    fn update(&mut self, card: &RemoteCard<Self::Raw>, fields: &ContactFields) -> impl Future<Output = Result<String, RemoteError>> + Send;
+    fn delete(&mut self, id: &str, etag: &str) -> impl Future<Output = Result<(), RemoteError>> + Send;
+    /// Tag for contacts imported from here ("from Google", the address book's name).
+    fn source(&self) -> String;
+}
+
+/// What a run did, shown by status.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Report {
+    pub full_listing: bool,
+    pub created_in_crm: u64,
+    pub created_remotely: u64,
+    pub updated_in_crm: u64,
+    pub updated_remotely: u64,
+    pub unchanged: u64,
+    pub linked: u64,
+    pub conflicts: u64,
+    /// Cards that need a person: several CRM candidates, or a duplicate UID.
+    pub flagged: u64,
+    pub deleted_remotely: u64,
+    pub remote_deletions: u64,
+    /// Writes refused because the other side changed meanwhile; the next run merges them.
+    pub retried_later: u64,
+}
+
+const SYNCED: &str = "synced";
+const CREATING: &str = "creating";
+const FLAGGED: &str = "flagged";
+const REMOTE_DELETED: &str = "remote_deleted";
+const CRM_DELETED: &str = "crm_deleted";
+
+struct Run<'a, R: Remote> {
+    store: &'a Store,
+    remote: &'a mut R,
+    config: &'a ContactSyncConfig,
+    region: String,
+    /// Every contact of the organization, by id (linking candidates, existence).
+    contacts: HashMap<i64, CrmContact>,
+    /// Contacts linked to a remote contact (any live state), so none is linked twice.
+    linked: HashSet<i64>,
+    report: Report,
+}
+
+/// Runs one sync; returns the report and the token to store.
+pub async fn run<R: Remote>(store: &Store, remote: &mut R, config: &ContactSyncConfig) -> Result<(Report, String), SyncError> {
+    let region = if config.settings.default_region.is_empty() { "US".to_string() } else { config.settings.default_region.clone() };
+    let items = store.sync_items(config.user_id).await?;
+    let contacts: HashMap<i64, CrmContact> = store.org_contacts(config.org_id).await?.into_iter().map(|c| (c.id, c)).collect();
+    let live = |state: &str| state == SYNCED || state == CREATING;
+    let linked = items.iter().filter(|i| live(&i.state)).map(|i| i.contact_id).collect();
+    let by_remote: HashMap<String, SyncItem> = items.into_iter().map(|i| (i.remote_id.clone(), i)).collect();
+    let mut run = Run { store, remote, config, region, contacts, linked, report: Report::default() };
+
+    let delta = match run.remote.changes(&config.sync_token).await {
+        Err(RemoteError::TokenRefused) => run.remote.changes("").await?,
+        other => other?,
+    };
+    run.report.full_listing = delta.full;
+    let synced_count = by_remote.values().filter(|i| i.state == SYNCED).count();
+    if delta.full && delta.changed.is_empty() && synced_count > 0 {
+        return Err(SyncError::Guard(format!(
+            "the remote lists no contacts although {synced_count} were synced; if that is right, remove the sync configuration and start again"
+        )));
+    }
+    let owned: Vec<i64> = run.contacts.values().filter(|c| c.owner_user_id == config.user_id).map(|c| c.id).collect();
+    let crm_alive = by_remote.values().filter(|i| i.state == SYNCED && run.contacts.contains_key(&i.contact_id)).count();
+    if synced_count > 0 && crm_alive == 0 {
+        return Err(SyncError::Guard(format!(
+            "none of the {synced_count} synced contacts exists in the CRM any more; if that is right, remove the sync configuration and start again"
+        )));
+    }
+
+    // Remote deletions.
+    let listed: HashSet<&str> = delta.changed.iter().map(|(id, _)| id.as_str()).collect();
+    let mut removed: Vec<String> = delta.removed.clone();
+    if delta.full {
+        removed.extend(by_remote.values().filter(|i| i.state == SYNCED && !listed.contains(i.remote_id.as_str())).map(|i| i.remote_id.clone()));
+    }
+    for id in &removed {
+        if let Some(item) = by_remote.get(id).filter(|i| i.state == SYNCED) {
+            run.remote_deleted(item).await?;
+        }
+    }
+
+    // Cards to reconcile: changed remotely (not our own write coming back), or whose
+    // contact changed in the CRM.
+    let mut wanted: Vec<String> = delta
+        .changed
+        .iter()
+        .filter(|(id, etag)| by_remote.get(id).is_none_or(|i| i.etag != *etag || i.state == CREATING))
+        .map(|(id, _)| id.clone())
+        .collect();
+    let queued: HashSet<String> = wanted.iter().cloned().collect();
+    for item in by_remote.values().filter(|i| i.state == SYNCED && !queued.contains(&i.remote_id) && !removed.contains(&i.remote_id)) {
+        if let Some(contact) = run.contacts.get(&item.contact_id)
+            && contact.fields.canonical(&run.region).hash() != item.synced_hash
+        {
+            wanted.push(item.remote_id.clone());
+        }
+    }
+    let cards = if wanted.is_empty() { Vec::new() } else { run.remote.fetch(&wanted).await? };
+    let fetched: HashSet<String> = cards.iter().map(|c| c.id.clone()).collect();
+    let mut seen_uids: HashMap<String, String> = by_remote
+        .values()
+        .filter(|i| live(&i.state) && !i.remote_uid.is_empty())
+        .map(|i| (i.remote_uid.clone(), i.remote_id.clone()))
+        .collect();
+    for card in cards {
+        match by_remote.get(&card.id) {
+            // Unreadable or blank: linked to nothing, imported as nothing.
+            _ if card.fields.is_empty() => {}
+            Some(item) if item.state == REMOTE_DELETED || item.state == CRM_DELETED => {}
+            Some(item) if live(&item.state) => {
+                let base = (item.state == SYNCED).then_some(item.synced_copy.as_ref()).flatten();
+                run.reconcile(item.contact_id, base, Some(&item.etag), &card).await?;
+            }
+            _ => run.new_card(&card, &mut seen_uids).await?,
+        }
+    }
+
+    // CRM deletions.
+    for item in by_remote.values().filter(|i| i.state == SYNCED && !run.contacts.contains_key(&i.contact_id)) {
+        if config.settings.propagate_deletions && config.direction.pushes() {
+            match run.remote.delete(&item.remote_id, &item.etag).await {
+                Ok(()) => {
+                    run.store.delete_sync_item(config.user_id, &item.remote_id).await?;
+                    run.report.deleted_remotely += 1;
+                }
+                Err(RemoteError::Conflict(_)) => run.report.retried_later += 1,
+                Err(e) => return Err(e.into()),
+            }
+        } else {
+            run.store.save_sync_item(config.user_id, &item.remote_id, &item.remote_uid, 0, &item.etag, CRM_DELETED, None, "deleted in the CRM").await?;
+        }
+    }
+
+    // New CRM contacts, and creations a crash left unconfirmed.
+    if config.direction.pushes() {
+        let pending: HashMap<i64, &SyncItem> =
+            by_remote.values().filter(|i| i.state == CREATING && !fetched.contains(&i.remote_id)).map(|i| (i.contact_id, i)).collect();
+        // A contact with any item (a tombstone included) is never created again.
+        let known: HashSet<i64> = by_remote.values().map(|i| i.contact_id).collect();
+        for id in owned {
+            if (known.contains(&id) || run.linked.contains(&id)) && !pending.contains_key(&id) {
+                continue;
+            }
+            let (planned, uid) = match pending.get(&id) {
+                Some(item) => (item.remote_id.clone(), item.remote_uid.clone()),
+                None => {
+                    let uid = new_uid(id)?;
+                    (run.remote.planned_id(&uid), uid)
+                }
+            };
+            run.create_remote(id, &planned, &uid).await?;
+        }
+    }
+    Ok((run.report, delta.token))
+}
+
+impl<R: Remote> Run<'_, R> {
+    fn user(&self) -> i64 {
+        self.config.user_id
+    }
+
+    async fn remote_deleted(&mut self, item: &SyncItem) -> Result<(), SyncError> {
+        if self.config.direction == Direction::CrmToRemote {
+            // A mirror: the contact is created again remotely by this run.
+            self.store.delete_sync_item(self.user(), &item.remote_id).await?;
+            self.linked.remove(&item.contact_id);
+            return Ok(());
+        }
+        self.store.tag_contact(item.contact_id, &format!("deleted in {}", self.remote.source())).await?;
+        self.store
+            .save_sync_item(self.user(), &item.remote_id, &item.remote_uid, item.contact_id, &item.etag, REMOTE_DELETED, None, "deleted remotely")
+            .await?;
+        self.linked.remove(&item.contact_id);
+        self.report.remote_deletions += 1;
+        Ok(())
+    }
+
+    /// A card the sync did not know (or had flagged): link, flag or import it.
+    async fn new_card(&mut self, card: &RemoteCard<R::Raw>, seen_uids: &mut HashMap<String, String>) -> Result<(), SyncError> {
+        if !card.uid.is_empty() {
+            if let Some(other) = seen_uids.get(&card.uid).filter(|other| **other != card.id) {
+                let note = format!("duplicate UID {} (also {other})", card.uid);
+                self.store.save_sync_item(self.user(), &card.id, &card.uid, 0, &card.etag, FLAGGED, None, &note).await?;
+                self.report.flagged += 1;
+                return Ok(());
+            }
+            seen_uids.insert(card.uid.clone(), card.id.clone());
+        }
+        let remote = card.fields.canonical(&self.region);
+        let candidates = self.candidates(&remote, &card.fields);
+        match candidates.as_slice() {
+            [] if self.config.direction.pulls() => {
+                let id = self.store.create_synced_contact(self.user(), self.config.org_id, &remote, &self.remote.source()).await?;
+                self.contacts.insert(id, CrmContact { id, owner_user_id: self.user(), fields: remote.clone() });
+                self.linked.insert(id);
+                self.store.save_sync_item(self.user(), &card.id, &card.uid, id, &card.etag, SYNCED, Some(&remote), "").await?;
+                self.report.created_in_crm += 1;
+            }
+            // CRM to remote only: a remote card nobody has is left alone.
+            [] => {}
+            [contact] => {
+                let contact = *contact;
+                self.linked.insert(contact);
+                self.report.linked += 1;
+                self.reconcile(contact, None, None, card).await?;
+            }
+            several => {
+                let note = format!("several CRM contacts match: {several:?}");
+                self.store.save_sync_item(self.user(), &card.id, &card.uid, 0, &card.etag, FLAGGED, None, &note).await?;
+                self.report.flagged += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Unlinked contacts of the organization sharing the card's primary email, else its
+    /// exact E.164 phone. Never by name.
+    fn candidates(&self, remote: &ContactFields, raw: &ContactFields) -> Vec<i64> {
+        let free = |c: &&CrmContact| !self.linked.contains(&c.id);
+        let primary_email = raw.emails.first().and_then(|e| crate::address::normalize_email(e).ok());
+        if let Some(email) = primary_email {
+            let mut by_email: Vec<i64> = self.contacts.values().filter(free).filter(|c| c.fields.emails.contains(&email)).map(|c| c.id).collect();
+            if !by_email.is_empty() {
+                by_email.sort();
+                return by_email;
+            }
+        }
+        let phones: HashSet<&str> = remote.phones.iter().filter(|p| p.starts_with('+')).map(String::as_str).collect();
+        if phones.is_empty() {
+            return Vec::new();
+        }
+        let mut by_phone: Vec<i64> = self
+            .contacts
+            .values()
+            .filter(free)
+            .filter(|c| c.fields.phones.iter().any(|p| phones.contains(super::e164(p, &self.region).as_str())))
+            .map(|c| c.id)
+            .collect();
+        by_phone.sort();
+        by_phone
+    }
+
+    /// Brings a linked pair together: merge against `base` (the last synced copy; `None`
+    /// for a pair just linked), write each side that differs from the result, record it.
+    async fn reconcile(&mut self, contact_id: i64, base: Option<&ContactFields>, known_etag: Option<&str>, card: &RemoteCard<R::Raw>) -> Result<(), SyncError> {
+        let Some(contact) = self.contacts.get(&contact_id) else {
+            return Ok(()); // Deleted in the CRM: handled with the other CRM deletions.
+        };
+        let crm = contact.fields.canonical(&self.region);
+        let remote = card.fields.canonical(&self.region);
+        if base.is_some_and(|b| *b == crm && *b == remote) {
+            if known_etag != Some(card.etag.as_str()) {
+                self.store.save_sync_item(self.user(), &card.id, &card.uid, contact_id, &card.etag, SYNCED, Some(&crm), "").await?;
+            }
+            self.report.unchanged += 1;
+            return Ok(());
+        }
+        let target = match self.config.direction {
+            Direction::TwoWay => {
+                let merged = merge(base, &crm, &remote, self.config.conflict_policy);
+                self.report.conflicts += merged.conflicts.len() as u64;
+                merged.fields
+            }
+            Direction::CrmToRemote => crm.clone(),
+            Direction::RemoteToCrm => remote.clone(),
+        };
+        let mut etag = card.etag.clone();
+        if target != remote {
+            match self.remote.update(card, &target).await {
+                Ok(new_etag) => {
+                    etag = new_etag;
+                    self.report.updated_remotely += 1;
+                }
+                Err(RemoteError::Conflict(_)) => {
+                    self.report.retried_later += 1;
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if target != crm {
+            self.store.update_synced_contact(contact_id, &target).await?;
+            if let Some(c) = self.contacts.get_mut(&contact_id) {
+                c.fields = target.clone();
+            }
+            self.report.updated_in_crm += 1;
+        }
+        self.store.save_sync_item(self.user(), &card.id, &card.uid, contact_id, &etag, SYNCED, Some(&target), "").await?;
+        Ok(())
+    }
+
+    /// Creates an owned CRM contact remotely, the planned id recorded first.
+    async fn create_remote(&mut self, contact_id: i64, planned: &str, uid: &str) -> Result<(), SyncError> {
+        let Some(contact) = self.contacts.get(&contact_id) else { return Ok(()) };
+        let fields = contact.fields.canonical(&self.region);
+        self.store.save_sync_item(self.user(), planned, uid, contact_id, "", CREATING, None, "").await?;
+        self.linked.insert(contact_id);
+        match self.remote.create(planned, uid, contact_id, &fields).await {
+            Ok((id, etag)) => {
+                if id != planned {
+                    self.store.delete_sync_item(self.user(), planned).await?;
+                }
+                self.store.save_sync_item(self.user(), &id, uid, contact_id, &etag, SYNCED, Some(&fields), "").await?;
+                self.report.created_remotely += 1;
+            }
+            // It exists: an earlier run wrote it and died before recording that. Merge.
+            Err(RemoteError::Conflict(_)) => {
+                let cards = self.remote.fetch(&[planned.to_string()]).await?;
+                if let Some(card) = cards.first() {
+                    self.reconcile(contact_id, None, None, card).await?;
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+}
+
+/// A fresh vCard UID for a contact: random, so two CRMs never collide.
+fn new_uid(contact_id: i64) -> Result<String, SyncError> {
+    let mut bytes = [0u8; 12];
+    crate::secrets::random_bytes(&mut bytes).map_err(|e| SyncError::Store(StoreError::Invalid(format!("no randomness: {e}"))))?;
+    Ok(format!("mailsync-{contact_id}-{}", hex::encode(bytes)))
+}

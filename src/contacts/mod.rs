@@ -1,0 +1,388 @@
+//! Contacts sync: a user's CRM contacts in two-way sync with one remote address book
+//! (CardDAV, RFC 6352) or contact group (Google People API).
+//!
+//! - Here: the mapped fields ([`ContactFields`]) in canonical form, their hash, and the
+//!   per-field three-way merge.
+//! - [`vcard`]: fields <-> vCard (calcard), keeping a card's unmapped properties.
+//! - [`carddav`]: the WebDAV/CardDAV client.
+//! - [`engine`]: one sync run, generic over [`engine::Remote`].
+//!
+//! A side has changed only when the hash of its canonical fields differs from the last
+//! synced copy's, so re-reading our own writes changes nothing, and a sync right after a
+//! sync does nothing on either side.
+
+pub mod carddav;
+pub mod engine;
+pub mod vcard;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use self::engine::{RemoteError, Report, SyncError};
+use crate::secrets::MasterKey;
+use crate::store::{ContactSyncConfig, Store};
+
+/// Purpose under which a sync configuration's password or token is sealed.
+pub const SECRET_PURPOSE: &str = "contacts-sync";
+/// Longest HTTP exchange with a contacts provider.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a daemon may hold a user's sync before another may take it over.
+const LEASE: Duration = Duration::from_secs(30 * 60);
+
+/// A sync configuration as an operator gives it (CLI or API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncInput {
+    #[serde(default = "default_provider")]
+    pub provider: String,
+    pub url: String,
+    pub username: String,
+    #[serde(default = "default_address_book")]
+    pub address_book: String,
+    #[serde(default = "default_direction")]
+    pub direction: String,
+    #[serde(default = "default_conflict")]
+    pub conflict: String,
+    #[serde(default = "default_interval")]
+    pub interval_secs: i64,
+    #[serde(default)]
+    pub propagate_deletions: bool,
+    #[serde(default = "default_region")]
+    pub region: String,
+}
+
+fn default_provider() -> String {
+    "carddav".into()
+}
+fn default_address_book() -> String {
+    "Contacts".into()
+}
+fn default_direction() -> String {
+    "two-way".into()
+}
+fn default_conflict() -> String {
+    "crm-wins".into()
+}
+fn default_interval() -> i64 {
+    900
+}
+fn default_region() -> String {
+    "US".into()
+}
+
+/// Checks `input`, seals the password and stores the configuration.
+pub async fn configure(
+    store: &Store,
+    key: &MasterKey,
+    user: &str,
+    input: SyncInput,
+    password: &crate::secrets::Secret,
+) -> Result<ContactSyncConfig, crate::store::StoreError> {
+    use crate::store::StoreError::Invalid;
+    let direction: Direction = choice("direction (two-way, crm-to-remote, remote-to-crm)", &input.direction)?;
+    let policy: ConflictPolicy = choice("conflict (crm-wins, remote-wins)", &input.conflict)?;
+    if input.provider != "carddav" {
+        return Err(Invalid(format!("provider {:?} is not supported (carddav)", input.provider)));
+    }
+    let url = reqwest::Url::parse(&input.url).map_err(|e| Invalid(format!("url: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Invalid("url: must be http:// or https://".into()));
+    }
+    if input.interval_secs < 60 {
+        return Err(Invalid("interval_secs: at least 60".into()));
+    }
+    if input.address_book.trim().is_empty() {
+        return Err(Invalid("address_book: must not be empty".into()));
+    }
+    if input.region.parse::<phonenumber::country::Id>().is_err() {
+        return Err(Invalid(format!("region: {:?} is not an ISO 3166 country code", input.region)));
+    }
+    let settings = crate::store::SyncSettings {
+        url: input.url,
+        username: input.username,
+        address_book: input.address_book.trim().to_string(),
+        propagate_deletions: input.propagate_deletions,
+        default_region: input.region,
+    };
+    let sealed = key.seal(SECRET_PURPOSE, password).map_err(|e| Invalid(e.to_string()))?;
+    store.set_contact_sync_config(user, &input.provider, &settings, &sealed, direction, policy, input.interval_secs).await
+}
+
+/// One of a unit enum's serde names, or an error naming the choices.
+fn choice<T: serde::de::DeserializeOwned>(what: &str, value: &str) -> Result<T, crate::store::StoreError> {
+    serde_json::from_value(serde_json::Value::String(value.to_string()))
+        .map_err(|_| crate::store::StoreError::Invalid(format!("{what}: {value:?} is not one of the choices")))
+}
+
+/// Runs `config`'s sync now and records the outcome (counts, or the error) in the store.
+pub async fn sync_now(store: &Store, key: &MasterKey, config: &ContactSyncConfig) -> Result<Report, SyncError> {
+    let outcome = sync_with_provider(store, key, config).await;
+    let (token, result, error) = match &outcome {
+        Ok((report, token)) => (Some(token.as_str()), serde_json::to_value(report).unwrap_or_default(), String::new()),
+        Err(e) => (None, config.last_result.clone(), e.to_string()),
+    };
+    store.finish_contact_sync(config.user_id, token, &result, &error).await?;
+    match outcome {
+        Ok((report, _)) => {
+            tracing::info!(user = %config.user, report = %serde_json::to_string(&report).unwrap_or_default(), "contacts synced");
+            Ok(report)
+        }
+        Err(e) => {
+            tracing::warn!(user = %config.user, error = %e, "contacts sync failed");
+            Err(e)
+        }
+    }
+}
+
+async fn sync_with_provider(store: &Store, key: &MasterKey, config: &ContactSyncConfig) -> Result<(Report, String), SyncError> {
+    let secret = key
+        .open(SECRET_PURPOSE, &config.sealed_secret)
+        .map_err(|e| SyncError::Remote(RemoteError::Failed { message: format!("stored credentials: {e}"), transient: false }))?;
+    match config.provider.as_str() {
+        "carddav" => {
+            let s = &config.settings;
+            let dav = carddav::CardDav::connect(&s.url, &s.username, secret.expose(), &s.address_book, HTTP_TIMEOUT)
+                .await
+                .map_err(RemoteError::from)?;
+            let mut book = carddav::CardDavBook { dav, name: s.address_book.clone() };
+            engine::run(store, &mut book, config).await
+        }
+        other => Err(SyncError::Remote(RemoteError::Failed { message: format!("unknown provider {other}"), transient: false })),
+    }
+}
+
+/// The daemon's contacts-sync task: runs each configuration when its interval has passed
+/// or a run was requested, one user at a time, under a lease so that daemons sharing a
+/// database never run one user's sync twice at once.
+pub async fn run_scheduler(store: Store, key: Arc<MasterKey>, owner: String, poll: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        match store.contact_sync_configs(None).await {
+            Ok(configs) => {
+                for config in configs {
+                    if *stop.borrow() {
+                        return;
+                    }
+                    match store.claim_contact_sync(config.user_id, &owner, LEASE.as_millis() as i64, false).await {
+                        Ok(true) => {
+                            let _ = sync_now(&store, &key, &config).await;
+                        }
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(user = %config.user, error = %e, "contacts sync: cannot claim"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "contacts sync: cannot read configurations"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// The fields a sync carries, in canonical form once [`ContactFields::canonical`] ran:
+/// trimmed, emails lower-case, phones E.164 where they parse, lists sorted and deduplicated.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactFields {
+    pub name: String,
+    pub organization: String,
+    pub emails: Vec<String>,
+    pub phones: Vec<String>,
+    /// Instant-messenger URIs (`xmpp:ann@example.org`, `skype:ann`).
+    pub ims: Vec<String>,
+    /// One postal address: `street;locality;region;postal code;country`, or empty.
+    pub address: String,
+}
+
+/// One of the merged fields, for conflict reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    Name,
+    Organization,
+    Emails,
+    Phones,
+    Ims,
+    Address,
+}
+
+/// Which side wins a field changed on both sides since the last sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConflictPolicy {
+    CrmWins,
+    RemoteWins,
+}
+
+/// Which way changes flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    TwoWay,
+    CrmToRemote,
+    RemoteToCrm,
+}
+
+impl Direction {
+    pub fn pushes(self) -> bool {
+        self != Direction::RemoteToCrm
+    }
+    pub fn pulls(self) -> bool {
+        self != Direction::CrmToRemote
+    }
+}
+
+impl ContactFields {
+    /// The canonical form; phone numbers without a country code are read in `region`
+    /// (ISO 3166 code such as `US`).
+    pub fn canonical(&self, region: &str) -> ContactFields {
+        let mut emails: Vec<String> = self
+            .emails
+            .iter()
+            .map(|e| crate::address::normalize_email(e).unwrap_or_else(|_| e.trim().to_lowercase()))
+            .filter(|e| !e.is_empty())
+            .collect();
+        let mut phones: Vec<String> = self.phones.iter().map(|p| e164(p, region)).filter(|p| !p.is_empty()).collect();
+        let mut ims: Vec<String> = self.ims.iter().map(|i| i.trim().to_string()).filter(|i| !i.is_empty()).collect();
+        for list in [&mut emails, &mut phones, &mut ims] {
+            list.sort();
+            list.dedup();
+        }
+        let address = self.address.split(';').map(str::trim).collect::<Vec<_>>().join(";");
+        ContactFields {
+            name: self.name.trim().to_string(),
+            organization: self.organization.trim().to_string(),
+            emails,
+            phones,
+            ims,
+            address: if address.chars().all(|c| c == ';') { String::new() } else { address },
+        }
+    }
+
+    /// SHA-256 of the canonical JSON, hex: equal fields, equal hash.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(ring::digest::digest(&ring::digest::SHA256, &json))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == ContactFields::default()
+    }
+
+    fn field_eq(&self, other: &ContactFields, field: Field) -> bool {
+        match field {
+            Field::Name => self.name == other.name,
+            Field::Organization => self.organization == other.organization,
+            Field::Emails => self.emails == other.emails,
+            Field::Phones => self.phones == other.phones,
+            Field::Ims => self.ims == other.ims,
+            Field::Address => self.address == other.address,
+        }
+    }
+
+    fn take_field(&mut self, from: &ContactFields, field: Field) {
+        match field {
+            Field::Name => self.name = from.name.clone(),
+            Field::Organization => self.organization = from.organization.clone(),
+            Field::Emails => self.emails = from.emails.clone(),
+            Field::Phones => self.phones = from.phones.clone(),
+            Field::Ims => self.ims = from.ims.clone(),
+            Field::Address => self.address = from.address.clone(),
+        }
+    }
+}
+
+const FIELDS: [Field; 6] = [Field::Name, Field::Organization, Field::Emails, Field::Phones, Field::Ims, Field::Address];
+
+/// Phone number in E.164 when it parses as a valid number (in `region` unless it has a
+/// country code); otherwise its digits (with a leading `+` kept), so nothing is lost.
+pub fn e164(input: &str, region: &str) -> String {
+    let input = input.trim().trim_start_matches("tel:");
+    let region = region.parse::<phonenumber::country::Id>().ok();
+    match phonenumber::parse(region, input) {
+        Ok(number) if phonenumber::is_valid(&number) => number.format().mode(phonenumber::Mode::E164).to_string(),
+        _ => crate::address::normalize_phone(input).unwrap_or_else(|_| input.to_string()),
+    }
+}
+
+/// The result of merging the two sides of a linked contact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Merged {
+    pub fields: ContactFields,
+    /// Fields changed on both sides (to different values), settled by the policy.
+    pub conflicts: Vec<Field>,
+}
+
+/// Three-way merge, field by field, against `base` (the last synced copy; `None` when the
+/// two sides were just linked): a field changed on one side takes that side's value; one
+/// changed on both to different values takes the policy's side.
+pub fn merge(base: Option<&ContactFields>, crm: &ContactFields, remote: &ContactFields, policy: ConflictPolicy) -> Merged {
+    let mut fields = crm.clone();
+    let mut conflicts = Vec::new();
+    for field in FIELDS {
+        if crm.field_eq(remote, field) {
+            continue;
+        }
+        let crm_changed = base.is_none_or(|b| !b.field_eq(crm, field));
+        let remote_changed = base.is_none_or(|b| !b.field_eq(remote, field));
+        let take_remote = match (crm_changed, remote_changed) {
+            (false, true) => true,
+            (true, false) => false,
+            // Unchanged on both sides yet different cannot happen; both changed: policy.
+            _ => {
+                conflicts.push(field);
+                policy == ConflictPolicy::RemoteWins
+            }
+        };
+        if take_remote {
+            fields.take_field(remote, field);
+        }
+    }
+    Merged { fields, conflicts }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(name: &str, emails: &[&str], phones: &[&str]) -> ContactFields {
+        ContactFields {
+            name: name.into(),
+            emails: emails.iter().map(|s| s.to_string()).collect(),
+            phones: phones.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+        .canonical("US")
+    }
+
+    #[test]
+    fn canonical_form_ignores_case_order_and_phone_formatting() {
+        let a = fields(" Ann ", &["B@x.com", "a@x.com"], &["(415) 555-0132", "+44 20 7946 0958"]);
+        let b = fields("Ann", &["a@x.com", "b@x.com", "A@X.com"], &["+1 415 555 0132", "+442079460958"]);
+        assert_eq!(a, b);
+        assert_eq!(a.hash(), b.hash());
+        assert_eq!(a.phones, ["+14155550132", "+442079460958"]);
+        assert_ne!(a.hash(), fields("Ann", &["a@x.com"], &[]).hash());
+    }
+
+    #[test]
+    fn merge_takes_each_sides_changes_and_the_policy_on_conflicts() {
+        let base = fields("Ann", &["a@x.com"], &["+14155550132"]);
+        let crm = ContactFields { name: "Ann Lee".into(), ..base.clone() };
+        let remote = ContactFields { phones: vec!["+14155550199".into()], ..base.clone() };
+        let merged = merge(Some(&base), &crm, &remote, ConflictPolicy::CrmWins);
+        assert_eq!(merged.fields.name, "Ann Lee");
+        assert_eq!(merged.fields.phones, ["+14155550199"]);
+        assert!(merged.conflicts.is_empty());
+
+        let remote = ContactFields { name: "Ann Smith".into(), ..remote };
+        let crm_wins = merge(Some(&base), &crm, &remote, ConflictPolicy::CrmWins);
+        assert_eq!((crm_wins.fields.name.as_str(), crm_wins.conflicts.as_slice()), ("Ann Lee", &[Field::Name][..]));
+        let remote_wins = merge(Some(&base), &crm, &remote, ConflictPolicy::RemoteWins);
+        assert_eq!(remote_wins.fields.name, "Ann Smith");
+        assert_eq!(remote_wins.fields.phones, ["+14155550199"], "non-conflicting fields merge either way");
+    }
+}

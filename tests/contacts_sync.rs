@@ -1,0 +1,233 @@
+//! Contacts sync against real CardDAV servers (Radicale and Xandikos): first sync both
+//! ways, edits on each side and on both, each conflict policy, deletions on each side, a
+//! crash between a remote write and its commit, a refused sync token, a duplicate UID, a
+//! remote that suddenly lists nothing, and a configuration removed and set again. After
+//! every step a second sync must change nothing on either side.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use mailsync::contacts::carddav::CardDav;
+use serde_json::Value;
+
+const USER: &str = "alice@example.test";
+
+struct Server {
+    name: &'static str,
+    url: String,
+    _radicale: Option<Radicale>,
+    _xandikos: Option<Xandikos>,
+}
+
+fn servers() -> Vec<Server> {
+    let radicale = Radicale::start();
+    let xandikos = Xandikos::start();
+    vec![
+        Server { name: "radicale", url: format!("http://127.0.0.1:{}/", radicale.port), _radicale: Some(radicale), _xandikos: None },
+        Server { name: "xandikos", url: format!("http://127.0.0.1:{}/", xandikos.port), _radicale: None, _xandikos: Some(xandikos) },
+    ]
+}
+
+struct Rig<'a> {
+    dir: &'a Path,
+    db: &'a TestDb,
+    server: &'a Server,
+}
+
+impl Rig<'_> {
+    fn cli(&self, args: &[&str]) -> String {
+        ok(mailsync(self.dir, self.db.url()).args(args).env("DAV_PASSWORD", "pw"))
+    }
+
+    fn configure(&self, extra: &[&str]) {
+        let mut args = vec!["contacts", "configure", "--user", USER, "--url", &self.server.url, "--username", "alice"];
+        args.extend(["--password-env", "DAV_PASSWORD", "--address-book", "CRM"]);
+        args.extend(extra);
+        self.cli(&args);
+    }
+
+    /// Runs a sync; returns its report.
+    fn sync(&self) -> Value {
+        serde_json::from_str(&self.cli(&["contacts", "sync", "--user", USER, "--json"])).expect("report")
+    }
+
+    /// A sync that must change nothing anywhere.
+    fn sync_quiet(&self, step: &str) {
+        let report = self.sync();
+        for key in ["created_in_crm", "created_remotely", "updated_in_crm", "updated_remotely", "flagged", "remote_deletions"] {
+            assert_eq!(report[key], 0, "{}: {step}: a second sync did something: {report}", self.server.name);
+        }
+    }
+
+    fn contacts(&self) -> Vec<Value> {
+        let out = self.cli(&["contact", "list", "--json"]);
+        serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().clone()
+    }
+
+    fn contact_named(&self, name: &str) -> Value {
+        let all = self.contacts();
+        let found: Vec<&Value> = all.iter().filter(|c| c["name"] == name).collect();
+        assert_eq!(found.len(), 1, "{}: one CRM contact {name}: {all:?}", self.server.name);
+        found[0].clone()
+    }
+}
+
+/// The remote side, as another client (a phone) sees it.
+async fn book(server: &Server) -> CardDav {
+    CardDav::connect(&server.url, "alice", "pw", "CRM", Duration::from_secs(20)).await.expect("connect")
+}
+
+/// Every card: (href, etag, text).
+async fn cards(dav: &CardDav) -> Vec<(String, String, String)> {
+    let listing = dav.changes("").await.expect("listing");
+    let hrefs: Vec<String> = listing.changed.iter().map(|(h, _)| h.clone()).collect();
+    let mut cards: Vec<_> = dav.fetch(&hrefs).await.expect("fetch").into_iter().map(|f| (f.href, f.etag, f.text)).collect();
+    cards.sort();
+    cards
+}
+
+async fn card_with(dav: &CardDav, needle: &str) -> (String, String, String) {
+    let all = cards(dav).await;
+    let found: Vec<_> = all.iter().filter(|c| c.2.contains(needle)).cloned().collect();
+    assert_eq!(found.len(), 1, "one card with {needle}: {all:#?}");
+    found[0].clone()
+}
+
+fn vcard(uid: &str, name: &str, email: &str, extra: &str) -> String {
+    format!("BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{uid}\r\nFN:{name}\r\nN:{name};;;;\r\nEMAIL:{email}\r\n{extra}END:VCARD\r\n")
+}
+
+#[tokio::test]
+async fn two_way_sync_with_radicale_and_xandikos() {
+    for server in servers() {
+        let db = TestDb::sqlite();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_config(d, db.url(), "");
+        let rig = Rig { dir: d, db: &db, server: &server };
+        std::fs::write(d.join("pw"), "pw").unwrap();
+        rig.cli(&["account", "add", "--email", USER, "--imap-host", "127.0.0.1", "--tls", "starttls", "--imap-port", "1", "--password-file", "pw"]);
+        let tag = server.name;
+
+        // First sync both ways: Ann (CRM) goes out, Bob (remote, with a note and a photo
+        // URL the CRM does not map) comes in.
+        rig.cli(&["contact", "add", "--name", "Ann Lee", "--email", "ann@client.test", "--phone", "+1 415 555 0132", "--owner", USER]);
+        rig.configure(&[]);
+        assert_eq!(rig.sync()["created_remotely"], 1, "{tag}");
+        let dav = book(&server).await;
+        let bob_href = dav.new_href("bob-1");
+        dav.put(&bob_href, vcard("bob-1", "Bob Ray", "bob@client.test", "NOTE:met at the fair\r\nTEL:(415) 555-0199\r\n"), None).await.unwrap();
+        let report = rig.sync();
+        assert_eq!(report["created_in_crm"], 1, "{tag}: {report}");
+        let bob = rig.contact_named("Bob Ray");
+        assert_eq!(bob["emails"], serde_json::json!(["bob@client.test"]));
+        assert_eq!(bob["phones"], serde_json::json!(["+14155550199"]), "{tag}: phones in E.164");
+        assert_eq!(bob["source"], "CardDAV CRM", "{tag}: imported contacts carry their source");
+        let ann_card = card_with(&dav, "ann@client.test").await;
+        assert!(ann_card.2.contains("Ann Lee") && ann_card.2.contains("+14155550132"), "{tag}: {}", ann_card.2);
+        rig.sync_quiet("after the first sync");
+
+        // An edit on each side.
+        let bob_id = bob["id"].to_string();
+        let ann_id = rig.contact_named("Ann Lee")["id"].to_string();
+        rig.cli(&["contact", "update", &ann_id, "--company", "Acme"]);
+        let (href, etag, text) = card_with(&dav, "bob@client.test").await;
+        dav.put(&href, text.replace("FN:Bob Ray", "FN:Bob Ray Jr"), Some(&etag)).await.unwrap();
+        let report = rig.sync();
+        assert_eq!((report["updated_remotely"].as_u64(), report["updated_in_crm"].as_u64()), (Some(1), Some(1)), "{tag}: {report}");
+        assert!(card_with(&dav, "ann@client.test").await.2.contains("ORG:Acme"), "{tag}");
+        assert_eq!(rig.contact_named("Bob Ray Jr")["id"].to_string(), bob_id);
+        assert!(card_with(&dav, "bob@client.test").await.2.contains("NOTE:met at the fair"), "{tag}: unmapped properties survive");
+        rig.sync_quiet("after edits on each side");
+
+        // The same contact edited on both sides: the policy settles the field changed on
+        // both; the other changes merge.
+        for (policy, crm_name, remote_name, winner) in
+            [("crm-wins", "Ann CRM", "Ann Phone", "Ann CRM"), ("remote-wins", "Ann CRM 2", "Ann Phone 2", "Ann Phone 2")]
+        {
+            rig.configure(&["--conflict", policy]);
+            rig.cli(&["contact", "update", &ann_id, "--name", crm_name]);
+            let (href, etag, text) = card_with(&dav, "ann@client.test").await;
+            let edited = text.lines().filter(|l| !l.starts_with("FN:")).collect::<Vec<_>>().join("\r\n");
+            let edited = edited.replace("END:VCARD", &format!("FN:{remote_name}\r\nTEL:+44 20 7946 0958\r\nEND:VCARD"));
+            dav.put(&href, edited, Some(&etag)).await.unwrap();
+            let report = rig.sync();
+            assert_eq!(report["conflicts"], 1, "{tag} {policy}: {report}");
+            let ann = rig.contact_named(winner);
+            assert!(ann["phones"].as_array().unwrap().contains(&serde_json::json!("+442079460958")), "{tag} {policy}: {ann}");
+            assert!(card_with(&dav, "ann@client.test").await.2.contains(&format!("FN:{winner}")), "{tag} {policy}");
+            rig.sync_quiet(&format!("after a conflict with {policy}"));
+        }
+
+        // Crash between a remote create and its commit: the card was written, the store
+        // still says "creating". The next sync finds it: no second card, no duplicate.
+        rig.cli(&["contact", "add", "--name", "Carl Crash", "--email", "carl@client.test", "--owner", USER]);
+        let carl_id: i64 = rig.contact_named("Carl Crash")["id"].as_i64().unwrap();
+        let store = db.store().await;
+        let sync_config = store.contact_sync_config(USER).await.unwrap();
+        let planned = dav.new_href("carl-planned");
+        store.save_sync_item(sync_config.user_id, &planned, "carl-planned", carl_id, "", "creating", None, "").await.unwrap();
+        dav.put(&planned, vcard("carl-planned", "Carl Crash", "carl@client.test", ""), None).await.unwrap();
+        rig.sync();
+        assert_eq!(cards(&dav).await.iter().filter(|c| c.2.contains("carl@client.test")).count(), 1, "{tag}: one Carl remotely");
+        rig.contact_named("Carl Crash");
+        rig.sync_quiet("after the crash recovery");
+
+        // A duplicate UID: the second card is flagged, not imported twice.
+        dav.put(&dav.new_href("dan-a"), vcard("dan-uid", "Dan Dup", "dan@client.test", ""), None).await.unwrap();
+        dav.put(&dav.new_href("dan-b"), vcard("dan-uid", "Dan Dup", "dan2@client.test", ""), None).await.unwrap();
+        let report = rig.sync();
+        assert_eq!((report["created_in_crm"].as_u64(), report["flagged"].as_u64()), (Some(1), Some(1)), "{tag}: {report}");
+        rig.contact_named("Dan Dup");
+        rig.sync_quiet("after a duplicate UID");
+
+        // An invalid sync token: a full listing, nothing duplicated.
+        sqlx::query("UPDATE contact_sync_configs SET sync_token = 'http://example.invalid/sync/bogus'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let before = (rig.contacts().len(), cards(&dav).await.len());
+        rig.sync_quiet("after an invalid token");
+        assert_eq!((rig.contacts().len(), cards(&dav).await.len()), before, "{tag}");
+
+        // Deletions: remotely (the contact stays, tagged, never re-imported) and in the
+        // CRM (the card stays: deletions are not propagated by default).
+        let (href, etag, _) = card_with(&dav, "bob@client.test").await;
+        dav.delete(&href, &etag).await.unwrap();
+        assert_eq!(rig.sync()["remote_deletions"], 1, "{tag}");
+        let bob = rig.contact_named("Bob Ray Jr");
+        let tags = rig.cli(&["contact", "list", "--json"]);
+        assert!(tags.contains("deleted in CardDAV CRM"), "{tag}: {bob}");
+        rig.cli(&["contact", "delete", &ann_id]);
+        rig.sync_quiet("after deletions");
+        assert_eq!(cards(&dav).await.iter().filter(|c| c.2.contains("ann@client.test")).count(), 1, "{tag}: Ann stays remotely");
+        assert!(rig.contacts().iter().all(|c| c["emails"][0] != "ann@client.test"), "{tag}: Ann is not re-imported");
+
+        // The configuration removed and set again: linked by email, nothing duplicated.
+        let before = (rig.contacts().len(), cards(&dav).await.len());
+        rig.cli(&["contacts", "remove", "--user", USER]);
+        rig.configure(&[]);
+        let report = rig.sync();
+        assert_eq!(report["created_remotely"], 0, "{tag}: {report}");
+        let after = (rig.contacts().len(), cards(&dav).await.len());
+        // Ann (deleted in the CRM) is imported again: with the configuration gone, nothing
+        // remembers her deletion. Everything else is linked, not duplicated.
+        assert_eq!(after, (before.0 + 1, before.1), "{tag}: {report}");
+        rig.sync_quiet("after re-configuring");
+
+        // The remote suddenly lists nothing: the guard refuses, the CRM is untouched.
+        for (href, etag, _) in cards(&dav).await {
+            dav.delete(&href, &etag).await.unwrap();
+        }
+        let contacts_before = rig.contacts();
+        let out = output(mailsync(d, db.url()).args(["contacts", "sync", "--user", USER]));
+        assert_ne!(out.code, 0, "{tag}: the guard must refuse");
+        assert!(out.stderr.contains("refusing to sync"), "{tag}: {}", out.stderr);
+        assert_eq!(rig.contacts(), contacts_before, "{tag}");
+        let status = rig.cli(&["contacts", "status", "--user", USER, "--json"]);
+        assert!(status.contains("refusing to sync"), "{tag}: {status}");
+    }
+}
