@@ -149,26 +149,31 @@ pub async fn run<R: Remote>(store: &Store, remote: &mut R, config: &ContactSyncC
         other => other?,
     };
     run.report.full_listing = delta.full;
-    let synced_count = by_remote.values().filter(|i| i.state == SYNCED).count();
-    if delta.full && delta.changed.is_empty() && synced_count > 0 {
-        return Err(SyncError::Guard(format!(
-            "the remote lists no contacts although {synced_count} were synced; if that is right, remove the sync configuration and start again"
-        )));
-    }
-    let owned: Vec<i64> = run.contacts.values().filter(|c| c.owner_user_id == config.user_id).map(|c| c.id).collect();
-    let crm_alive = by_remote.values().filter(|i| i.state == SYNCED && run.contacts.contains_key(&i.contact_id)).count();
-    if synced_count > 0 && crm_alive == 0 {
-        return Err(SyncError::Guard(format!(
-            "none of the {synced_count} synced contacts exists in the CRM any more; if that is right, remove the sync configuration and start again"
-        )));
-    }
-
-    // Remote deletions.
     let listed: HashSet<&str> = delta.changed.iter().map(|(id, _)| id.as_str()).collect();
     let mut removed: Vec<String> = delta.removed.clone();
     if delta.full {
         removed.extend(by_remote.values().filter(|i| i.state == SYNCED && !listed.contains(i.remote_id.as_str())).map(|i| i.remote_id.clone()));
     }
+
+    // The guard: every synced contact gone from one side at once (more than one, so a
+    // user may still delete their only contact) is a broken server, a wrong address
+    // book or a wiped CRM far more often than an intent. Nothing is written.
+    let synced: Vec<&SyncItem> = by_remote.values().filter(|i| i.state == SYNCED).collect();
+    if synced.len() > 1 && synced.iter().all(|i| removed.contains(&i.remote_id)) && delta.changed.is_empty() {
+        return Err(SyncError::Guard(format!(
+            "the remote address book looks empty although {} contacts were synced; if that is right, remove the sync configuration and start again",
+            synced.len()
+        )));
+    }
+    if synced.len() > 1 && synced.iter().all(|i| !run.contacts.contains_key(&i.contact_id)) {
+        return Err(SyncError::Guard(format!(
+            "none of the {} synced contacts exists in the CRM any more; if that is right, remove the sync configuration and start again",
+            synced.len()
+        )));
+    }
+    let owned: Vec<i64> = run.contacts.values().filter(|c| c.owner_user_id == config.user_id).map(|c| c.id).collect();
+
+    // Remote deletions.
     for id in &removed {
         if let Some(item) = by_remote.get(id).filter(|i| i.state == SYNCED) {
             run.remote_deleted(item).await?;

@@ -74,7 +74,7 @@ pub struct CrmContact {
 impl Store {
     /// Creates or replaces a user's sync configuration; a changed provider, server or
     /// address book starts afresh (its items and token go: the first sync links by
-    /// address again, so nothing is duplicated).
+    /// address again, so nothing is duplicated; deletions are remembered).
     #[allow(clippy::too_many_arguments)]
     pub async fn set_contact_sync_config(
         &self,
@@ -102,7 +102,7 @@ impl Store {
                     .is_ok_and(|old| old.url == settings.url && old.address_book == settings.address_book && old.username == settings.username)
         });
         if !same_remote {
-            sqlx::query("DELETE FROM contact_sync_items WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+            forget_live_items(&mut tx, user_id).await?;
         }
         let now = now_ms();
         sqlx::query(
@@ -167,11 +167,12 @@ impl Store {
             .collect()
     }
 
-    /// Removes a user's configuration and everything the sync knew (contacts stay).
+    /// Removes a user's configuration and what the sync knew, deletions excepted
+    /// (contacts stay).
     pub async fn remove_contact_sync_config(&self, user_email: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
         let user_id = user_id_of(&mut tx, user_email).await?;
-        sqlx::query("DELETE FROM contact_sync_items WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        forget_live_items(&mut tx, user_id).await?;
         let removed = sqlx::query("DELETE FROM contact_sync_configs WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
         if removed.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("no contacts sync configured for {user_email}")));
@@ -423,6 +424,17 @@ async fn replace_addresses(tx: &mut Transaction<'_, Any>, backend: super::Backen
     if !fields.emails.is_empty() {
         queue_relink(tx, backend, org.id, PersonKind::Contact, &[id]).await?;
     }
+    Ok(())
+}
+
+/// Forgets the remote contacts a sync knew, keeping the tombstones of deletions: a
+/// contact deleted on one side is still neither re-imported nor re-created after the
+/// configuration is set again.
+async fn forget_live_items(tx: &mut Transaction<'_, Any>, user_id: i64) -> Result<()> {
+    sqlx::query("DELETE FROM contact_sync_items WHERE user_id = $1 AND state NOT IN ('remote_deleted', 'crm_deleted')")
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
