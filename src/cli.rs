@@ -834,6 +834,7 @@ async fn contacts(command: ContactsCommand, config: &Config) -> anyhow::Result<(
                 provider: args.provider,
                 url: args.url,
                 username: args.username,
+                password: password.expose().to_string(),
                 address_book: args.address_book,
                 direction: args.direction,
                 conflict: args.conflict,
@@ -841,7 +842,7 @@ async fn contacts(command: ContactsCommand, config: &Config) -> anyhow::Result<(
                 propagate_deletions: args.propagate_deletions,
                 region: args.region,
             };
-            let saved = crate::contacts::configure(&store, &key, &user, input, &password).await?;
+            let saved = crate::contacts::configure(&store, &key, &user, input).await?;
             print(args.json.json, &saved, || format!("contacts sync configured for {}\n", saved.user))
         }
         ContactsCommand::Sync { user, json } => {

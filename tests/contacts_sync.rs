@@ -252,3 +252,52 @@ async fn two_way_sync_with_radicale_and_xandikos() {
         assert!(status.contains("refusing to sync"), "{tag}: {status}");
     }
 }
+
+#[tokio::test]
+async fn the_daemon_syncs_on_request_and_imported_contacts_link_past_mail() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let radicale = Radicale::start();
+    let url = format!("http://127.0.0.1:{}/", radicale.port);
+    for db in TestDb::both() {
+        let tag = db.label();
+        let dovecot = Dovecot::start(&[(USER, "pw-alice")]);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_config(d, db.url(), "");
+        let account = add_account(d, db.url(), &dovecot, USER, "pw-alice");
+        dovecot.deliver(USER, &message("Bob <bob@client.test>", USER, "Hello", &format!("bob-1-{tag}@client.test"), "Hi Alice"));
+        let daemon = Daemon::start(d, db.url());
+        let store = db.store().await;
+        wait_initial_sync(&store, account, 2).await;
+
+        // Bob is only in Alice's address book (each backend gets its own book).
+        let book_name = format!("Book {tag}");
+        let (status, config) = daemon.api(
+            "PUT",
+            &format!("/v1/users/{USER}/contacts-sync"),
+            Some(&serde_json::json!({"url": url, "username": "alice", "password": "pw", "address_book": book_name})),
+        );
+        assert_eq!(status, 200, "{tag}: {config}");
+        assert!(!config.to_string().contains("\"pw\""), "{tag}: the password is never shown: {config}");
+        let dav = CardDav::connect(&url, "alice", "pw", &book_name, Duration::from_secs(20)).await.unwrap();
+        dav.put(&dav.new_href("bob"), vcard("bob", "Bob Ray", "bob@client.test", ""), None).await.unwrap();
+        let (status, _) = daemon.api("POST", &format!("/v1/users/{USER}/contacts-sync/run"), None);
+        assert_eq!(status, 202);
+        let synced = poll(SYNC_DEADLINE, "the requested sync", || {
+            let (_, s) = daemon.api("GET", &format!("/v1/users/{USER}/contacts-sync"), None);
+            (s["last_sync_at"].as_i64() > Some(0)).then_some(s)
+        });
+        assert_eq!(synced["last_result"]["created_in_crm"], 1, "{tag}: {synced}");
+        assert_eq!(synced["last_error"], "", "{tag}");
+
+        // The imported contact takes part in linking at once: Bob's past mail links to him.
+        let (_, contacts) = daemon.api("GET", "/v1/contacts", None);
+        let bob = contacts.as_array().unwrap().iter().find(|c| c["name"] == "Bob Ray").cloned().expect("Bob imported");
+        poll(SYNC_DEADLINE, "Bob's past mail linked", || {
+            let (_, linked) = daemon.api("GET", &format!("/v1/messages?contact={}", bob["id"]), None);
+            (linked.as_array().map(Vec::len) == Some(1)).then_some(())
+        });
+        let (status, _) = daemon.api("DELETE", &format!("/v1/users/{USER}/contacts-sync"), None);
+        assert_eq!(status, 204);
+    }
+}

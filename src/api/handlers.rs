@@ -255,8 +255,7 @@ pub async fn show_outbox(State(state): State<AppState>, path: Result<Path<i64>, 
 }
 
 async fn drop_address(state: AppState, path: Result<Path<String>, PathRejection>, rotate: bool) -> ApiResult {
-    let user = self::path(path)?;
-    let user = crate::address::normalize_email(&user).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))?;
+    let user = user_path(path)?;
     Ok(Json(state.store.drop_address(&user, &state.config.bcc_drop.domain, rotate).await?).into_response())
 }
 
@@ -295,10 +294,54 @@ pub async fn add_user_address(
     path: Result<Path<String>, PathRejection>,
     payload: Result<Json<AddressInput>, JsonRejection>,
 ) -> ApiResult {
-    let user = self::path(path)?;
-    let user = crate::address::normalize_email(&user).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))?;
+    let user = user_path(path)?;
     let addresses = state.store.add_user_address(&user, &body(payload)?.address).await?;
     Ok(Json(serde_json::json!({ "user": user, "addresses": addresses })).into_response())
+}
+
+pub async fn update_contact(
+    State(state): State<AppState>,
+    path: Result<Path<i64>, PathRejection>,
+    payload: Result<Json<crate::store::ContactChange>, JsonRejection>,
+) -> ApiResult {
+    let person = state.store.update_contact(id(path)?, body(payload)?).await?;
+    state.relink.notify_one();
+    Ok(Json(person).into_response())
+}
+
+pub async fn delete_contact(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
+    state.store.delete_contact(id(path)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn user_path(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    let user = self::path(path)?;
+    crate::address::normalize_email(&user).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))
+}
+
+pub async fn set_contacts_sync(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    payload: Result<Json<crate::contacts::SyncInput>, JsonRejection>,
+) -> ApiResult {
+    let user = user_path(path)?;
+    let saved = crate::contacts::configure(&state.store, &state.key, &user, body(payload)?).await?;
+    Ok(Json(saved).into_response())
+}
+
+pub async fn show_contacts_sync(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult {
+    Ok(Json(state.store.contact_sync_config(&user_path(path)?).await?).into_response())
+}
+
+pub async fn remove_contacts_sync(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult {
+    state.store.remove_contact_sync_config(&user_path(path)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Asks the daemon to run the sync now; the outcome shows in the GET.
+pub async fn run_contacts_sync(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult {
+    state.store.request_contact_sync(&user_path(path)?).await?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"status": "requested"}))).into_response())
 }
 
 pub async fn show_thread(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {

@@ -45,7 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/leads/{id}/emails", post(handlers::add_lead_email))
         .route("/contacts", get(handlers::list_contacts).post(handlers::add_contact))
         .route("/contacts/import", post(handlers::import_contacts))
-        .route("/contacts/{id}", get(handlers::show_contact))
+        .route("/contacts/{id}", get(handlers::show_contact).patch(handlers::update_contact).delete(handlers::delete_contact))
         .route("/contacts/{id}/emails", post(handlers::add_contact_email))
         .route("/deals", get(handlers::list_deals).post(handlers::add_deal))
         .route("/deals/{id}", get(handlers::show_deal))
@@ -58,6 +58,11 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{email}/bcc-address/rotate", post(handlers::rotate_drop_address))
         .route("/users/{email}/addresses", post(handlers::add_user_address))
         .route("/bcc-drops", get(handlers::list_drop_deliveries))
+        .route(
+            "/users/{email}/contacts-sync",
+            get(handlers::show_contacts_sync).put(handlers::set_contacts_sync).delete(handlers::remove_contacts_sync),
+        )
+        .route("/users/{email}/contacts-sync/run", post(handlers::run_contacts_sync))
         .route("/links", post(handlers::link))
         .route("/unlinks", post(handlers::unlink))
         .route("/orgs/{name}/settings", get(handlers::show_org_settings).put(handlers::set_org_settings))

@@ -32,14 +32,16 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a daemon may hold a user's sync before another may take it over.
 const LEASE: Duration = Duration::from_secs(30 * 60);
 
-/// A sync configuration as an operator gives it (CLI or API).
-#[derive(Debug, Clone, Deserialize)]
+/// A sync configuration as an operator gives it (CLI or API). No `Debug`: it holds the
+/// password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SyncInput {
     #[serde(default = "default_provider")]
     pub provider: String,
     pub url: String,
     pub username: String,
+    pub password: String,
     #[serde(default = "default_address_book")]
     pub address_book: String,
     #[serde(default = "default_direction")]
@@ -79,7 +81,6 @@ pub async fn configure(
     key: &MasterKey,
     user: &str,
     input: SyncInput,
-    password: &crate::secrets::Secret,
 ) -> Result<ContactSyncConfig, crate::store::StoreError> {
     use crate::store::StoreError::Invalid;
     let direction: Direction = choice("direction (two-way, crm-to-remote, remote-to-crm)", &input.direction)?;
@@ -107,7 +108,7 @@ pub async fn configure(
         propagate_deletions: input.propagate_deletions,
         default_region: input.region,
     };
-    let sealed = key.seal(SECRET_PURPOSE, password).map_err(|e| Invalid(e.to_string()))?;
+    let sealed = key.seal(SECRET_PURPOSE, &crate::secrets::Secret::new(input.password)).map_err(|e| Invalid(e.to_string()))?;
     store.set_contact_sync_config(user, &input.provider, &settings, &sealed, direction, policy, input.interval_secs).await
 }
 
