@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 
-use super::engine::{Remote, RemoteCard, RemoteDelta, RemoteError};
+use super::engine::{NewContact, Remote, RemoteCard, RemoteDelta, RemoteError};
 use super::{ContactFields, vcard};
 
 const DAV: &str = "DAV:";
@@ -395,25 +395,34 @@ impl Remote for CardDavBook {
         self.dav.new_href(uid)
     }
 
-    async fn create(&mut self, planned_id: &str, uid: &str, _contact_id: i64, fields: &ContactFields) -> Result<(String, String), RemoteError> {
-        let etag = self.dav.put(planned_id, vcard::render(None, uid, fields), None).await?;
-        Ok((planned_id.to_string(), etag))
+    async fn create_batch(&mut self, new: &[NewContact]) -> Vec<Result<(String, String), RemoteError>> {
+        let mut results = Vec::with_capacity(new.len());
+        for n in new {
+            let written = self.dav.put(&n.planned_id, vcard::render(None, &n.uid, &n.fields), None).await;
+            results.push(written.map(|etag| (n.planned_id.clone(), etag)).map_err(RemoteError::from));
+        }
+        results
     }
 
-    async fn update(&mut self, card: &RemoteCard<Self::Raw>, fields: &ContactFields) -> Result<String, RemoteError> {
-        let Some(raw) = &card.raw else {
-            return Err(RemoteError::Failed { message: format!("{} is not a readable vCard; not overwriting it", card.id), transient: false });
-        };
-        let uid = if card.uid.is_empty() { card.id.rsplit('/').next().unwrap_or("").trim_end_matches(".vcf").to_string() } else { card.uid.clone() };
-        Ok(self.dav.put(&card.id, vcard::render(Some(raw), &uid, fields), Some(&card.etag)).await?)
+    async fn update_batch(&mut self, updates: &[(RemoteCard<Self::Raw>, ContactFields)]) -> Vec<Result<String, RemoteError>> {
+        let mut results = Vec::with_capacity(updates.len());
+        for (card, fields) in updates {
+            let Some(raw) = &card.raw else {
+                results.push(Err(RemoteError::Failed { message: format!("{} is not a readable vCard; not overwriting it", card.id), transient: false }));
+                continue;
+            };
+            let uid = if card.uid.is_empty() { card.id.rsplit('/').next().unwrap_or("").trim_end_matches(".vcf").to_string() } else { card.uid.clone() };
+            results.push(self.dav.put(&card.id, vcard::render(Some(raw), &uid, fields), Some(&card.etag)).await.map_err(RemoteError::from));
+        }
+        results
     }
 
     async fn delete(&mut self, id: &str, etag: &str) -> Result<(), RemoteError> {
         Ok(self.dav.delete(id, etag).await?)
     }
 
-    fn source(&self) -> String {
-        format!("CardDAV {}", self.name)
+    fn name(&self) -> String {
+        self.name.clone()
     }
 }
 

@@ -86,16 +86,28 @@ pub trait Remote: Send {
     fn fetch(&mut self, ids: &[String]) -> impl Future<Output = Result<Vec<RemoteCard<Self::Raw>>, RemoteError>> + Send;
     /// The id a new contact gets, chosen before it is written (`uid` is ours).
     fn planned_id(&self, uid: &str) -> String;
-    /// Creates a contact at `planned_id` (or wherever the provider puts it); returns its
-    /// id and ETag. `Conflict` when it already exists.
-    fn create(&mut self, planned_id: &str, uid: &str, contact_id: i64, fields: &ContactFields)
-    -> impl Future<Output = Result<(String, String), RemoteError>> + Send;
-    /// Replaces the mapped fields of `card` (guarded by its ETag); returns the new ETag.
-    fn update(&mut self, card: &RemoteCard<Self::Raw>, fields: &ContactFields) -> impl Future<Output = Result<String, RemoteError>> + Send;
+    /// Creates contacts (at their planned ids, or wherever the provider puts them);
+    /// returns each one's id and ETag, in order. `Conflict` when one already exists.
+    fn create_batch(&mut self, new: &[NewContact]) -> impl Future<Output = Vec<Result<(String, String), RemoteError>>> + Send;
+    /// Replaces the mapped fields of each card (guarded by its ETag); returns each new
+    /// ETag, in order.
+    fn update_batch(&mut self, updates: &[(RemoteCard<Self::Raw>, ContactFields)]) -> impl Future<Output = Vec<Result<String, RemoteError>>> + Send;
     fn delete(&mut self, id: &str, etag: &str) -> impl Future<Output = Result<(), RemoteError>> + Send;
-    /// Tag for contacts imported from here ("from Google", the address book's name).
-    fn source(&self) -> String;
+    /// The address book's or group's name, for tags ("from Google", "deleted in Work").
+    fn name(&self) -> String;
 }
+
+/// A CRM contact to create remotely.
+#[derive(Debug, Clone)]
+pub struct NewContact {
+    pub planned_id: String,
+    pub uid: String,
+    pub contact_id: i64,
+    pub fields: ContactFields,
+}
+
+/// Writes are sent in batches of this many (the Google People API's limit).
+const BATCH: usize = 200;
 
 /// What a run did, shown by status.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -131,6 +143,10 @@ struct Run<'a, R: Remote> {
     contacts: HashMap<i64, CrmContact>,
     /// Contacts linked to a remote contact (any live state), so none is linked twice.
     linked: HashSet<i64>,
+    /// Remote updates waiting for their batch (card, merged fields), and for each its
+    /// contact and whether the CRM side needs the merged fields too.
+    updates: Vec<(RemoteCard<R::Raw>, ContactFields)>,
+    update_owners: Vec<(i64, bool)>,
     report: Report,
 }
 
@@ -142,7 +158,7 @@ pub async fn run<R: Remote>(store: &Store, remote: &mut R, config: &ContactSyncC
     let live = |state: &str| state == SYNCED || state == CREATING;
     let linked = items.iter().filter(|i| live(&i.state)).map(|i| i.contact_id).collect();
     let by_remote: HashMap<String, SyncItem> = items.into_iter().map(|i| (i.remote_id.clone(), i)).collect();
-    let mut run = Run { store, remote, config, region, contacts, linked, report: Report::default() };
+    let mut run = Run { store, remote, config, region, contacts, linked, updates: Vec::new(), update_owners: Vec::new(), report: Report::default() };
 
     let delta = match run.remote.changes(&config.sync_token).await {
         Err(RemoteError::TokenRefused) => run.remote.changes("").await?,
@@ -203,18 +219,33 @@ pub async fn run<R: Remote>(store: &Store, remote: &mut R, config: &ContactSyncC
         .filter(|i| live(&i.state) && !i.remote_uid.is_empty())
         .map(|i| (i.remote_uid.clone(), i.remote_id.clone()))
         .collect();
+    // Creations a crash left unconfirmed, by the uid we gave them (providers that pick
+    // the id themselves show our uid in the contact).
+    let mut unconfirmed: HashMap<String, &SyncItem> =
+        by_remote.values().filter(|i| i.state == CREATING && !i.remote_uid.is_empty()).map(|i| (i.remote_uid.clone(), i)).collect();
     for card in cards {
         match by_remote.get(&card.id) {
             // Unreadable or blank: linked to nothing, imported as nothing.
             _ if card.fields.is_empty() => {}
             Some(item) if item.state == REMOTE_DELETED || item.state == CRM_DELETED => {}
             Some(item) if live(&item.state) => {
+                unconfirmed.remove(&item.remote_uid);
                 let base = (item.state == SYNCED).then_some(item.synced_copy.as_ref()).flatten();
                 run.reconcile(item.contact_id, base, Some(&item.etag), &card).await?;
             }
-            _ => run.new_card(&card, &mut seen_uids).await?,
+            _ => match unconfirmed.remove(&card.uid).filter(|_| !card.uid.is_empty()) {
+                Some(placeholder) => {
+                    run.store.delete_sync_item(config.user_id, &placeholder.remote_id).await?;
+                    run.reconcile(placeholder.contact_id, None, None, &card).await?;
+                }
+                None => run.new_card(&card, &mut seen_uids).await?,
+            },
+        }
+        if run.updates.len() >= BATCH {
+            run.flush_updates().await?;
         }
     }
+    run.flush_updates().await?;
 
     // CRM deletions.
     for item in by_remote.values().filter(|i| i.state == SYNCED && !run.contacts.contains_key(&i.contact_id)) {
@@ -232,25 +263,30 @@ pub async fn run<R: Remote>(store: &Store, remote: &mut R, config: &ContactSyncC
         }
     }
 
-    // New CRM contacts, and creations a crash left unconfirmed.
+    // New CRM contacts, and creations a crash left unconfirmed and not found remotely.
     if config.direction.pushes() {
-        let pending: HashMap<i64, &SyncItem> =
-            by_remote.values().filter(|i| i.state == CREATING && !fetched.contains(&i.remote_id)).map(|i| (i.contact_id, i)).collect();
+        let pending: HashMap<i64, &SyncItem> = unconfirmed.values().filter(|i| !fetched.contains(&i.remote_id)).map(|i| (i.contact_id, *i)).collect();
         // A contact with any item (a tombstone included) is never created again.
         let known: HashSet<i64> = by_remote.values().map(|i| i.contact_id).collect();
+        let mut new = Vec::new();
         for id in owned {
             if (known.contains(&id) || run.linked.contains(&id)) && !pending.contains_key(&id) {
                 continue;
             }
-            let (planned, uid) = match pending.get(&id) {
+            let Some(contact) = run.contacts.get(&id) else { continue };
+            let (planned_id, uid) = match pending.get(&id) {
                 Some(item) => (item.remote_id.clone(), item.remote_uid.clone()),
                 None => {
                     let uid = new_uid(id)?;
                     (run.remote.planned_id(&uid), uid)
                 }
             };
-            run.create_remote(id, &planned, &uid).await?;
+            new.push(NewContact { planned_id, uid, contact_id: id, fields: contact.fields.canonical(&run.region) });
         }
+        for batch in new.chunks(BATCH) {
+            run.create_remote(batch).await?;
+        }
+        run.flush_updates().await?;
     }
     Ok((run.report, delta.token))
 }
@@ -267,7 +303,7 @@ impl<R: Remote> Run<'_, R> {
             self.linked.remove(&item.contact_id);
             return Ok(());
         }
-        self.store.tag_contact(item.contact_id, &format!("deleted in {}", self.remote.source())).await?;
+        self.store.tag_contact(item.contact_id, &format!("deleted in {}", self.remote.name())).await?;
         self.store
             .save_sync_item(self.user(), &item.remote_id, &item.remote_uid, item.contact_id, &item.etag, REMOTE_DELETED, None, "deleted remotely")
             .await?;
@@ -291,7 +327,7 @@ impl<R: Remote> Run<'_, R> {
         let candidates = self.candidates(&remote, &card.fields);
         match candidates.as_slice() {
             [] if self.config.direction.pulls() => {
-                let id = self.store.create_synced_contact(self.user(), self.config.org_id, &remote, &self.remote.source()).await?;
+                let id = self.store.create_synced_contact(self.user(), self.config.org_id, &remote, &format!("from {}", self.remote.name())).await?;
                 self.contacts.insert(id, CrmContact { id, owner_user_id: self.user(), fields: remote.clone() });
                 self.linked.insert(id);
                 self.store.save_sync_item(self.user(), &card.id, &card.uid, id, &card.etag, SYNCED, Some(&remote), "").await?;
@@ -365,53 +401,77 @@ impl<R: Remote> Run<'_, R> {
             Direction::CrmToRemote => crm.clone(),
             Direction::RemoteToCrm => remote.clone(),
         };
-        let mut etag = card.etag.clone();
+        let crm_differs = target != crm;
         if target != remote {
-            match self.remote.update(card, &target).await {
-                Ok(new_etag) => {
-                    etag = new_etag;
-                    self.report.updated_remotely += 1;
-                }
-                Err(RemoteError::Conflict(_)) => {
-                    self.report.retried_later += 1;
-                    return Ok(());
-                }
-                Err(e) => return Err(e.into()),
-            }
+            // The CRM side and the record wait for the remote write's outcome.
+            self.linked.insert(contact_id);
+            self.updates.push((card.clone(), target));
+            self.update_owners.push((contact_id, crm_differs));
+            return Ok(());
         }
-        if target != crm {
-            self.store.update_synced_contact(contact_id, &target).await?;
+        self.finish_pair(contact_id, card, &card.etag, &target, crm_differs).await
+    }
+
+    /// Writes the CRM side if it differs and records the pair as synced.
+    async fn finish_pair(&mut self, contact_id: i64, card: &RemoteCard<R::Raw>, etag: &str, target: &ContactFields, crm_differs: bool) -> Result<(), SyncError> {
+        if crm_differs {
+            self.store.update_synced_contact(contact_id, target).await?;
             if let Some(c) = self.contacts.get_mut(&contact_id) {
                 c.fields = target.clone();
             }
             self.report.updated_in_crm += 1;
         }
-        self.store.save_sync_item(self.user(), &card.id, &card.uid, contact_id, &etag, SYNCED, Some(&target), "").await?;
+        self.store.save_sync_item(self.user(), &card.id, &card.uid, contact_id, etag, SYNCED, Some(target), "").await?;
         Ok(())
     }
 
-    /// Creates an owned CRM contact remotely, the planned id recorded first.
-    async fn create_remote(&mut self, contact_id: i64, planned: &str, uid: &str) -> Result<(), SyncError> {
-        let Some(contact) = self.contacts.get(&contact_id) else { return Ok(()) };
-        let fields = contact.fields.canonical(&self.region);
-        self.store.save_sync_item(self.user(), planned, uid, contact_id, "", CREATING, None, "").await?;
-        self.linked.insert(contact_id);
-        match self.remote.create(planned, uid, contact_id, &fields).await {
-            Ok((id, etag)) => {
-                if id != planned {
-                    self.store.delete_sync_item(self.user(), planned).await?;
+    /// Sends the queued remote updates, then finishes each pair that was written. A card
+    /// changed remotely meanwhile is left for the next run, which merges again.
+    async fn flush_updates(&mut self) -> Result<(), SyncError> {
+        let updates = std::mem::take(&mut self.updates);
+        let owners = std::mem::take(&mut self.update_owners);
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let results = self.remote.update_batch(&updates).await;
+        for (((card, target), (contact_id, crm_differs)), result) in updates.iter().zip(owners).zip(results) {
+            match result {
+                Ok(etag) => {
+                    self.report.updated_remotely += 1;
+                    self.finish_pair(contact_id, card, &etag, target, crm_differs).await?;
                 }
-                self.store.save_sync_item(self.user(), &id, uid, contact_id, &etag, SYNCED, Some(&fields), "").await?;
-                self.report.created_remotely += 1;
+                Err(RemoteError::Conflict(_)) => self.report.retried_later += 1,
+                Err(e) => return Err(e.into()),
             }
-            // It exists: an earlier run wrote it and died before recording that. Merge.
-            Err(RemoteError::Conflict(_)) => {
-                let cards = self.remote.fetch(&[planned.to_string()]).await?;
-                if let Some(card) = cards.first() {
-                    self.reconcile(contact_id, None, None, card).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates owned CRM contacts remotely, each planned id recorded first.
+    async fn create_remote(&mut self, batch: &[NewContact]) -> Result<(), SyncError> {
+        for new in batch {
+            self.store.save_sync_item(self.user(), &new.planned_id, &new.uid, new.contact_id, "", CREATING, None, "").await?;
+            self.linked.insert(new.contact_id);
+        }
+        let results = self.remote.create_batch(batch).await;
+        for (new, result) in batch.iter().zip(results) {
+            match result {
+                Ok((id, etag)) => {
+                    if id != new.planned_id {
+                        self.store.delete_sync_item(self.user(), &new.planned_id).await?;
+                    }
+                    self.store.save_sync_item(self.user(), &id, &new.uid, new.contact_id, &etag, SYNCED, Some(&new.fields), "").await?;
+                    self.report.created_remotely += 1;
                 }
+                // It exists: an earlier run wrote it and died before recording that. Merge.
+                Err(RemoteError::Conflict(_)) => {
+                    let cards = self.remote.fetch(std::slice::from_ref(&new.planned_id)).await?;
+                    if let Some(card) = cards.first() {
+                        self.reconcile(new.contact_id, None, None, card).await?;
+                    }
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
         Ok(())
     }

@@ -740,7 +740,7 @@ impl Radicale {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--storage-filesystem-folder")
             .arg(dir.path().join("collections"))
-            .args(["--auth-type", "none", "--rights-type", "owner_only"])
+            .args(["--auth-type", "none", "--rights-type", "owner_only", "--logging-level", "info"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("radicale.log"))
