@@ -133,19 +133,23 @@ pub enum ContactsCommand {
 pub struct ContactsConfigureArgs {
     #[arg(long)]
     pub user: String,
-    /// carddav
+    /// carddav, or google (through the user's Google mail account's OAuth grant).
     #[arg(long, default_value = "carddav")]
     pub provider: String,
-    /// The CardDAV server (its root, the principal or the address-book home).
-    #[arg(long)]
+    /// CardDAV: the server (its root, the principal or the address-book home).
+    /// Google: leave empty.
+    #[arg(long, default_value = "")]
     pub url: String,
-    #[arg(long)]
+    /// CardDAV only.
+    #[arg(long, default_value = "")]
     pub username: String,
-    #[arg(long, value_name = "VAR", conflicts_with = "password_file", required_unless_present = "password_file")]
+    /// CardDAV only: the password, from this environment variable or file.
+    #[arg(long, value_name = "VAR", conflicts_with = "password_file")]
     pub password_env: Option<String>,
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
-    /// Address book (display name or path segment); created if missing.
+    /// CardDAV: address book (display name or path segment); Google: contact group.
+    /// Created if missing.
     #[arg(long, default_value = "Contacts")]
     pub address_book: String,
     /// two-way, crm-to-remote or remote-to-crm.
@@ -486,6 +490,9 @@ pub enum ContactCommand {
         /// Organization for rows without an org column.
         #[arg(long, default_value = "default")]
         org: String,
+        /// The user (email) who owns the imported contacts; their contacts sync pushes them.
+        #[arg(long, default_value = "")]
+        owner: String,
         #[command(flatten)]
         json: JsonFlag,
     },
@@ -703,9 +710,10 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Contacts(command) => contacts(command, &config).await,
-        Command::Contact(ContactCommand::Import { file, org, json }) => {
+        Command::Contact(ContactCommand::Import { file, org, owner, json }) => {
             // Read and check the whole file before opening the store: nothing half-imported.
-            let rows = read_contacts_csv(&file, &org)?;
+            let mut rows = read_contacts_csv(&file, &org)?;
+            rows.iter_mut().for_each(|r| r.owner = owner.clone());
             let store = daemon::open_store(&config).await?;
             let summary = store.import_contacts(rows).await?;
             print(json.json, &summary, || {
@@ -827,8 +835,10 @@ async fn contacts(command: ContactsCommand, config: &Config) -> anyhow::Result<(
     match command {
         ContactsCommand::Configure(args) => {
             let user = crate::address::normalize_email(&args.user)?;
-            let password = crate::accounts::read_secret("password", args.password_file.as_deref(), args.password_env.as_deref())
-                .map_err(anyhow::Error::msg)?;
+            let password = match (&args.password_file, &args.password_env) {
+                (None, None) if args.provider != "carddav" => crate::secrets::Secret::new(""),
+                (file, var) => read_secret("password", file.as_deref(), var.as_deref()).map_err(anyhow::Error::msg)?,
+            };
             let key = MasterKey::load_or_create(&config.secrets.key_file)?;
             let input = crate::contacts::SyncInput {
                 provider: args.provider,
@@ -847,7 +857,7 @@ async fn contacts(command: ContactsCommand, config: &Config) -> anyhow::Result<(
         }
         ContactsCommand::Sync { user, json } => {
             let user = crate::address::normalize_email(&user)?;
-            let key = MasterKey::load_or_create(&config.secrets.key_file)?;
+            let key = std::sync::Arc::new(MasterKey::load_or_create(&config.secrets.key_file)?);
             let sync = store.contact_sync_config(&user).await?;
             if !store.claim_contact_sync(sync.user_id, &format!("cli:{}", std::process::id()), 30 * 60 * 1000, true).await? {
                 anyhow::bail!("a daemon is running {user}'s contacts sync right now; try again in a moment");

@@ -13,6 +13,7 @@
 
 pub mod carddav;
 pub mod engine;
+pub mod google;
 pub mod vcard;
 
 use std::sync::Arc;
@@ -39,8 +40,13 @@ const LEASE: Duration = Duration::from_secs(30 * 60);
 pub struct SyncInput {
     #[serde(default = "default_provider")]
     pub provider: String,
+    /// CardDAV: the server. Google: empty (the People API), or another endpoint.
+    #[serde(default)]
     pub url: String,
+    /// CardDAV only (Google uses the user's mail account's OAuth grant).
+    #[serde(default)]
     pub username: String,
+    #[serde(default)]
     pub password: String,
     #[serde(default = "default_address_book")]
     pub address_book: String,
@@ -85,12 +91,16 @@ pub async fn configure(
     use crate::store::StoreError::Invalid;
     let direction: Direction = choice("direction (two-way, crm-to-remote, remote-to-crm)", &input.direction)?;
     let policy: ConflictPolicy = choice("conflict (crm-wins, remote-wins)", &input.conflict)?;
-    if input.provider != "carddav" {
-        return Err(Invalid(format!("provider {:?} is not supported (carddav)", input.provider)));
+    match input.provider.as_str() {
+        "carddav" => {}
+        "google" => {}
+        other => return Err(Invalid(format!("provider {other:?} is not supported (carddav, google)"))),
     }
-    let url = reqwest::Url::parse(&input.url).map_err(|e| Invalid(format!("url: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(Invalid("url: must be http:// or https://".into()));
+    if !(input.provider == "google" && input.url.is_empty()) {
+        let url = reqwest::Url::parse(&input.url).map_err(|e| Invalid(format!("url: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(Invalid("url: must be http:// or https://".into()));
+        }
     }
     if input.interval_secs < 60 {
         return Err(Invalid("interval_secs: at least 60".into()));
@@ -119,7 +129,7 @@ fn choice<T: serde::de::DeserializeOwned>(what: &str, value: &str) -> Result<T, 
 }
 
 /// Runs `config`'s sync now and records the outcome (counts, or the error) in the store.
-pub async fn sync_now(store: &Store, key: &MasterKey, config: &ContactSyncConfig) -> Result<Report, SyncError> {
+pub async fn sync_now(store: &Store, key: &Arc<MasterKey>, config: &ContactSyncConfig) -> Result<Report, SyncError> {
     let outcome = sync_with_provider(store, key, config).await;
     let (token, result, error) = match &outcome {
         Ok((report, token)) => (Some(token.as_str()), serde_json::to_value(report).unwrap_or_default(), String::new()),
@@ -138,20 +148,35 @@ pub async fn sync_now(store: &Store, key: &MasterKey, config: &ContactSyncConfig
     }
 }
 
-async fn sync_with_provider(store: &Store, key: &MasterKey, config: &ContactSyncConfig) -> Result<(Report, String), SyncError> {
-    let secret = key
-        .open(SECRET_PURPOSE, &config.sealed_secret)
-        .map_err(|e| SyncError::Remote(RemoteError::Failed { message: format!("stored credentials: {e}"), transient: false }))?;
+/// Google's People API; tests point a configuration's `url` at a local fake.
+pub const GOOGLE_API: &str = "https://people.googleapis.com";
+
+async fn sync_with_provider(store: &Store, key: &Arc<MasterKey>, config: &ContactSyncConfig) -> Result<(Report, String), SyncError> {
+    let failed = |message: String, transient: bool| SyncError::Remote(RemoteError::Failed { message, transient });
+    let s = &config.settings;
     match config.provider.as_str() {
         "carddav" => {
-            let s = &config.settings;
+            let secret = key.open(SECRET_PURPOSE, &config.sealed_secret).map_err(|e| failed(format!("stored credentials: {e}"), false))?;
             let dav = carddav::CardDav::connect(&s.url, &s.username, secret.expose(), &s.address_book, HTTP_TIMEOUT)
                 .await
                 .map_err(RemoteError::from)?;
             let mut book = carddav::CardDavBook { dav, name: s.address_book.clone() };
             engine::run(store, &mut book, config).await
         }
-        other => Err(SyncError::Remote(RemoteError::Failed { message: format!("unknown provider {other}"), transient: false })),
+        "google" => {
+            // The user's Google mail account's OAuth grant (it needs the contacts scope).
+            let account = store.account_of_user(config.user_id).await?;
+            if account.auth != crate::store::AuthKind::Xoauth2 {
+                return Err(failed(format!("{} signs in with a password; Google contacts need its OAuth grant", account.email), false));
+            }
+            let tokens = crate::oauth::TokenSource::new(store.clone(), key.clone(), account.id)
+                .await
+                .map_err(|e| failed(e.to_string(), e.is_transient()))?;
+            let base = if s.url.is_empty() { GOOGLE_API } else { s.url.as_str() };
+            let mut people = google::GooglePeople::connect(base, tokens, &s.address_book, HTTP_TIMEOUT).await?;
+            engine::run(store, &mut people, config).await
+        }
+        other => Err(failed(format!("unknown provider {other}"), false)),
     }
 }
 

@@ -4,7 +4,8 @@
 //! - [`Dovecot`]: IMAP (plain + STARTTLS), IMAPS and LMTP, certificates from a test CA.
 //! - [`Postfix`]: a private Postfix instance relaying chosen domains to an LMTP port.
 //! - [`SmtpSink`]: Postfix's `smtp-sink`.
-//! - [`Radicale`]: a CardDAV server.
+//! - [`Radicale`], [`Xandikos`]: CardDAV servers; [`google::PeopleServer`]: a fake of
+//!   the Google People API; [`Dns`]: dnsmasq with DKIM/SPF records.
 //! - [`TestDb`]: a fresh SQLite file or a fresh PostgreSQL database on the machine's server.
 //! - [`Daemon`]: the `mailsync` binary with its own config, data directory and API port.
 //!
@@ -12,6 +13,7 @@
 //! servers drop privileges themselves). Everything waits by polling with a deadline.
 #![allow(dead_code)]
 
+pub mod google;
 pub mod oauth;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -89,6 +89,13 @@ impl OAuthServer {
         self.grants.lock().unwrap().refreshes
     }
 
+    /// Whether a bearer token is a live access token of this server (for resource
+    /// servers in the same test, such as the Google People fake).
+    pub fn validator(&self) -> impl Fn(&str) -> bool + Send + Sync + 'static {
+        let grants = self.grants.clone();
+        move |token: &str| grants.lock().unwrap().access.get(token).is_some_and(|(_, expiry)| *expiry > Instant::now())
+    }
+
     pub fn accepted_tokens(&self) -> Vec<String> {
         self.grants.lock().unwrap().accepted.clone()
     }
@@ -153,7 +160,7 @@ fn parse_form(body: &str) -> HashMap<String, String> {
         .collect()
 }
 
-fn decode(s: &str) -> String {
+pub fn decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
