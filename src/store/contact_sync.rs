@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{Any, Row, Transaction};
 
+use super::drop::user_id;
 use super::crm::{PersonKind, address_keys, address_rows, insert_addresses, queue_relink};
 use super::mail::Value;
 use super::orgs::{Org, lock_org};
@@ -88,7 +89,7 @@ impl Store {
     ) -> Result<ContactSyncConfig> {
         let settings_json = serde_json::to_string(settings).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut tx = self.write_tx().await?;
-        let user_id = user_id_of(&mut tx, user_email).await?;
+        let user_id = user_id(&mut tx, user_email).await?;
         let previous: Option<(String, String)> =
             sqlx::query("SELECT provider, settings FROM contact_sync_configs WHERE user_id = $1")
                 .bind(user_id)
@@ -171,7 +172,7 @@ impl Store {
     /// (contacts stay).
     pub async fn remove_contact_sync_config(&self, user_email: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let user_id = user_id_of(&mut tx, user_email).await?;
+        let user_id = user_id(&mut tx, user_email).await?;
         forget_live_items(&mut tx, user_id).await?;
         let removed = sqlx::query("DELETE FROM contact_sync_configs WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
         if removed.rows_affected() == 0 {
@@ -436,14 +437,6 @@ async fn forget_live_items(tx: &mut Transaction<'_, Any>, user_id: i64) -> Resul
         .execute(&mut **tx)
         .await?;
     Ok(())
-}
-
-async fn user_id_of(tx: &mut Transaction<'_, Any>, email: &str) -> Result<i64> {
-    sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
-        .bind(email)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("no user {email}")))
 }
 
 fn json_list(items: &[String]) -> Result<String> {

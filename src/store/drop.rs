@@ -151,7 +151,8 @@ impl Store {
     }
 }
 
-async fn user_id(tx: &mut Transaction<'_, Any>, email: &str) -> Result<i64> {
+/// The id of the user `email`; `NotFound` names them.
+pub(super) async fn user_id(tx: &mut Transaction<'_, Any>, email: &str) -> Result<i64> {
     sqlx::query_scalar("SELECT id FROM users WHERE email = $1")
         .bind(email)
         .fetch_optional(&mut **tx)
