@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod imap;
 pub mod ingest;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod oauth;
 pub mod outbound;

@@ -351,6 +351,9 @@ async fn bad_mail_is_refused_with_the_right_code_nothing_stored_and_the_listener
     assert_eq!(outcomes, expected);
     let cli = ok(mailsync(d, db.url()).args(["bcc-drops", "--user", ALICE]));
     assert!(cli.contains("refused") && cli.contains("is not one of"), "{cli}");
+    let metrics = daemon.metrics();
+    assert_eq!(metric(&metrics, "mailsync_bcc_drop_messages{outcome=\"refused\"}"), Some(4.0), "{metrics}");
+    assert_eq!(metric(&metrics, "mailsync_bcc_drop_messages{outcome=\"imported\"}"), Some(2.0), "{metrics}");
 }
 
 #[tokio::test]

@@ -161,6 +161,16 @@ async fn lmtp_delivery_during_idle_is_stored_within_a_second() {
     let median = latencies[latencies.len() / 2];
     assert!(median < Duration::from_secs(1), "median push latency {median:?} ({latencies:?})\n{}", daemon.log());
     assert!(latencies.iter().all(|l| *l < Duration::from_secs(3)), "{latencies:?}");
+
+    // The same pushes in /v1/metrics.
+    let metrics = daemon.metrics();
+    let count = metric(&metrics, "mailsync_push_latency_seconds_count").unwrap_or(0.0);
+    assert!(count >= 5.0, "{metrics}");
+    assert_eq!(metric(&metrics, "mailsync_push_latency_seconds_bucket{le=\"+Inf\"}"), Some(count));
+    assert!(metric(&metrics, "mailsync_push_latency_seconds_bucket{le=\"1\"}").unwrap_or(0.0) >= 3.0, "{metrics}");
+    assert_eq!(metric(&metrics, "mailsync_messages_stored{source=\"imap\"}"), Some(6.0), "{metrics}");
+    assert_eq!(metric(&metrics, &format!("mailsync_account_state{{account=\"{account}\",state=\"idle\"}}")), Some(1.0), "{metrics}");
+    assert!(metric(&metrics, "mailsync_imap_connections_total").unwrap_or(0.0) >= 2.0, "{metrics}");
 }
 
 #[tokio::test]
@@ -306,6 +316,11 @@ async fn each_failure_is_classified_and_other_accounts_keep_syncing() {
     let classes: Vec<&str> = status["accounts"].as_array().unwrap().iter().map(|a| a["error_class"].as_str().unwrap()).collect();
     assert_eq!(classes, vec!["", "auth_failed", "certificate_invalid", "host_or_port_wrong", "tls_required"]);
     assert!(!daemon.log().contains("pw-good"), "no password in the log");
+    let metrics = daemon.metrics();
+    for class in ["auth_failed", "certificate_invalid", "host_or_port_wrong", "tls_required"] {
+        let n = metric(&metrics, &format!("mailsync_imap_errors_total{{class=\"{class}\"}}")).unwrap_or(0.0);
+        assert!(n >= 1.0, "{class}: {metrics}");
+    }
 
     // The operator fixes the password: the worker restarts with it and syncs, without a
     // daemon restart.

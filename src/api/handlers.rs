@@ -299,6 +299,12 @@ pub async fn add_user_address(
     Ok(Json(serde_json::json!({ "user": user, "addresses": addresses })).into_response())
 }
 
+/// Prometheus text format; behind the bearer token like the rest of /v1.
+pub async fn metrics(State(state): State<AppState>) -> ApiResult {
+    let text = crate::metrics::render(&state.store).await?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
+}
+
 pub async fn update_contact(
     State(state): State<AppState>,
     path: Result<Path<i64>, PathRejection>,

@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{email}/bcc-address/rotate", post(handlers::rotate_drop_address))
         .route("/users/{email}/addresses", post(handlers::add_user_address))
         .route("/bcc-drops", get(handlers::list_drop_deliveries))
+        .route("/metrics", get(handlers::metrics))
         .route(
             "/users/{email}/contacts-sync",
             get(handlers::show_contacts_sync).put(handlers::set_contacts_sync).delete(handlers::remove_contacts_sync),

@@ -134,6 +134,25 @@ const FLAGGED: &str = "flagged";
 const REMOTE_DELETED: &str = "remote_deleted";
 const CRM_DELETED: &str = "crm_deleted";
 
+/// The organization's contacts by email and by E.164 phone, for linking new cards
+/// without a scan per card.
+#[derive(Default)]
+struct AddressIndex {
+    by_email: HashMap<String, Vec<i64>>,
+    by_phone: HashMap<String, Vec<i64>>,
+}
+
+impl AddressIndex {
+    fn add(&mut self, id: i64, fields: &ContactFields, region: &str) {
+        for email in &fields.emails {
+            self.by_email.entry(email.clone()).or_default().push(id);
+        }
+        for phone in &fields.phones {
+            self.by_phone.entry(super::e164(phone, region)).or_default().push(id);
+        }
+    }
+}
+
 struct Run<'a, R: Remote> {
     store: &'a Store,
     remote: &'a mut R,
@@ -141,6 +160,7 @@ struct Run<'a, R: Remote> {
     region: String,
     /// Every contact of the organization, by id (linking candidates, existence).
     contacts: HashMap<i64, CrmContact>,
+    index: AddressIndex,
     /// Contacts linked to a remote contact (any live state), so none is linked twice.
     linked: HashSet<i64>,
     /// Remote updates waiting for their batch (card, merged fields), and for each its
@@ -158,7 +178,11 @@ pub async fn run<R: Remote>(store: &Store, remote: &mut R, config: &ContactSyncC
     let live = |state: &str| state == SYNCED || state == CREATING;
     let linked = items.iter().filter(|i| live(&i.state)).map(|i| i.contact_id).collect();
     let by_remote: HashMap<String, SyncItem> = items.into_iter().map(|i| (i.remote_id.clone(), i)).collect();
-    let mut run = Run { store, remote, config, region, contacts, linked, updates: Vec::new(), update_owners: Vec::new(), report: Report::default() };
+    let mut index = AddressIndex::default();
+    for c in contacts.values() {
+        index.add(c.id, &c.fields, &region);
+    }
+    let mut run = Run { store, remote, config, region, contacts, index, linked, updates: Vec::new(), update_owners: Vec::new(), report: Report::default() };
 
     let delta = match run.remote.changes(&config.sync_token).await {
         Err(RemoteError::TokenRefused) => run.remote.changes("").await?,
@@ -328,6 +352,7 @@ impl<R: Remote> Run<'_, R> {
         match candidates.as_slice() {
             [] if self.config.direction.pulls() => {
                 let id = self.store.create_synced_contact(self.user(), self.config.org_id, &remote, &format!("from {}", self.remote.name())).await?;
+                self.index.add(id, &remote, &self.region);
                 self.contacts.insert(id, CrmContact { id, owner_user_id: self.user(), fields: remote.clone() });
                 self.linked.insert(id);
                 self.store.save_sync_item(self.user(), &card.id, &card.uid, id, &card.etag, SYNCED, Some(&remote), "").await?;
@@ -353,27 +378,22 @@ impl<R: Remote> Run<'_, R> {
     /// Unlinked contacts of the organization sharing the card's primary email, else its
     /// exact E.164 phone. Never by name.
     fn candidates(&self, remote: &ContactFields, raw: &ContactFields) -> Vec<i64> {
-        let free = |c: &&CrmContact| !self.linked.contains(&c.id);
-        let primary_email = raw.emails.first().and_then(|e| crate::address::normalize_email(e).ok());
-        if let Some(email) = primary_email {
-            let mut by_email: Vec<i64> = self.contacts.values().filter(free).filter(|c| c.fields.emails.contains(&email)).map(|c| c.id).collect();
+        let free = |ids: Option<&Vec<i64>>| -> Vec<i64> {
+            let mut ids: Vec<i64> = ids.into_iter().flatten().filter(|id| !self.linked.contains(id)).copied().collect();
+            ids.sort();
+            ids.dedup();
+            ids
+        };
+        if let Some(email) = raw.emails.first().and_then(|e| crate::address::normalize_email(e).ok()) {
+            let by_email = free(self.index.by_email.get(&email));
             if !by_email.is_empty() {
-                by_email.sort();
                 return by_email;
             }
         }
-        let phones: HashSet<&str> = remote.phones.iter().filter(|p| p.starts_with('+')).map(String::as_str).collect();
-        if phones.is_empty() {
-            return Vec::new();
-        }
-        let mut by_phone: Vec<i64> = self
-            .contacts
-            .values()
-            .filter(free)
-            .filter(|c| c.fields.phones.iter().any(|p| phones.contains(super::e164(p, &self.region).as_str())))
-            .map(|c| c.id)
-            .collect();
+        let mut by_phone: Vec<i64> =
+            remote.phones.iter().filter(|p| p.starts_with('+')).flat_map(|p| free(self.index.by_phone.get(p))).collect();
         by_phone.sort();
+        by_phone.dedup();
         by_phone
     }
 

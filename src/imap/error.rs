@@ -34,6 +34,20 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    pub const ALL: [ErrorClass; 11] = [
+        ErrorClass::AuthFailed,
+        ErrorClass::AppPasswordNeeded,
+        ErrorClass::CertificateInvalid,
+        ErrorClass::HostOrPortWrong,
+        ErrorClass::TlsRequired,
+        ErrorClass::Throttled,
+        ErrorClass::FolderMissing,
+        ErrorClass::Protocol,
+        ErrorClass::Network,
+        ErrorClass::Store,
+        ErrorClass::Secret,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorClass::AuthFailed => "auth_failed",

@@ -96,6 +96,7 @@ async fn run_folder(ctx: Arc<WorkerContext>, role: FolderRole, mut shutdown: wat
             }
             Err(e) => {
                 tracing::warn!(account = ctx.account_id, folder = role.as_str(), class = %e.class, error = %e.detail, "sync failed");
+                crate::metrics::imap_error(e.class);
                 report(&ctx, "error", Some(&e)).await;
                 if e.is_transient() {
                     backoff.next_delay()
@@ -132,6 +133,7 @@ async fn session(
         }
         other => other?,
     };
+    crate::metrics::imap_connection();
     let connect_ms = connecting.elapsed().as_millis() as u64;
     let names = find_folders(&mut conn.session).await?;
     tracing::debug!(account = ctx.account_id, connect_ms, list_ms = connecting.elapsed().as_millis() as u64 - connect_ms, "connected");
@@ -161,6 +163,9 @@ async fn session(
         };
         conn = next;
         sync.refresh(&mut conn, wake.expunged).await?;
+        if let Some(at) = wake.new_mail_at {
+            crate::metrics::push_latency(at.elapsed());
+        }
     }
 }
 
@@ -168,6 +173,8 @@ async fn session(
 #[derive(Debug, Default, Clone, Copy)]
 struct Wake {
     expunged: bool,
+    /// When the server announced new mail in IDLE (for the push-latency metric).
+    new_mail_at: Option<std::time::Instant>,
 }
 
 /// Waits in IDLE until the server reports a change, the renewal time passes, or shutdown.
@@ -201,6 +208,7 @@ async fn idle(
         );
         if let Response::MailboxData(MailboxDatum::Exists(_)) = data.parsed() {
             tracing::debug!("IDLE: new mail");
+            wake.new_mail_at = Some(std::time::Instant::now());
         }
     }
     if let Ok(Err(e)) = outcome {
@@ -223,7 +231,7 @@ async fn poll(
     }
     conn.session.noop().await?;
     let news = drain_unsolicited(&conn.session);
-    Ok((Some(conn), Wake { expunged: news.expunged }))
+    Ok((Some(conn), Wake { expunged: news.expunged, ..Wake::default() }))
 }
 
 async fn report(ctx: &WorkerContext, state: &str, error: Option<&SyncError>) {

@@ -16,6 +16,7 @@ mod links;
 mod mail;
 mod orgs;
 mod outbox;
+mod stats;
 
 pub use accounts::*;
 pub use crm::*;
@@ -24,6 +25,7 @@ pub use drop::{DropAddress, DropDelivery, DropOutcome, DropReceipt, DropUser};
 pub use links::{LinkChange, LinkRequest, LinkTarget, LinkView, one_entity};
 pub use mail::*;
 pub use orgs::{AutoCreate, OrgSettings};
+pub use stats::{ContactSyncStats, StoreStats};
 pub use outbox::{AttemptEnd, NewOutgoing, OutboxEntry, OutgoingJob, RecipientResult, Sender};
 
 use std::time::Duration;

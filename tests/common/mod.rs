@@ -1003,6 +1003,21 @@ impl Daemon {
     }
 }
 
+impl Daemon {
+    /// The daemon's `/v1/metrics` text.
+    pub fn metrics(&self) -> String {
+        let (status, text) = http(self.api_port, "GET", "/v1/metrics", Some(&self.token), None).expect("GET /v1/metrics");
+        assert_eq!(status, 200, "{text}");
+        text
+    }
+}
+
+/// The value of the sample `series` (name with its labels, as written) in a Prometheus
+/// text exposition.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Polls an outbox entry through the API until it is sent or failed; returns it.
 pub fn wait_outbox_final(daemon: &Daemon, id: i64, deadline: Duration) -> serde_json::Value {
     poll(deadline, &format!("outbox {id} sent or failed"), || {
