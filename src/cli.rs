@@ -69,6 +69,14 @@ pub enum Command {
     /// Outgoing messages and their delivery state.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Diagnose one account step by step (DNS, TCP, TLS, login, capabilities, folders,
+    /// SMTP); exits non-zero when a step fails.
+    Check {
+        #[arg(long)]
+        account: i64,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Messages received by the BCC-drop listener and their outcome, newest first.
     BccDrops {
         #[arg(long)]
@@ -646,6 +654,16 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             let store = daemon::open_store(&config).await?;
             let drop = store.drop_address(&user, &config.bcc_drop.domain, rotate).await?;
             print(json.json, &drop, || format!("{}\n", drop.address))
+        }
+        Command::Check { account, json } => {
+            let store = daemon::open_store(&config).await?;
+            let key = std::sync::Arc::new(MasterKey::load_or_create(&config.secrets.key_file)?);
+            let report = crate::check::check_account(&store, &key, &config, account).await?;
+            print(json.json, &report, || report.table())?;
+            if !report.ok {
+                anyhow::bail!("account {account}: {} step(s) failed", report.steps.iter().filter(|s| !s.ok).count());
+            }
+            Ok(())
         }
         Command::BccDrops { user, limit, offset, json } => {
             let store = daemon::open_store(&config).await?;

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod address;
 pub mod api;
 pub mod bcc_drop;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod contacts;

@@ -316,6 +316,24 @@ async fn each_failure_is_classified_and_other_accounts_keep_syncing() {
     let classes: Vec<&str> = status["accounts"].as_array().unwrap().iter().map(|a| a["error_class"].as_str().unwrap()).collect();
     assert_eq!(classes, vec!["", "auth_failed", "certificate_invalid", "host_or_port_wrong", "tls_required"]);
     assert!(!daemon.log().contains("pw-good"), "no password in the log");
+    // `mailsync check` walks each account through the steps and names the failing one.
+    let check = |id: i64| {
+        let out = output(mailsync(d, url).args(["check", "--account", &id.to_string(), "--json"]));
+        let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", out.stdout, out.stderr));
+        let failed: Vec<String> = report["steps"].as_array().unwrap().iter().filter(|s| s["ok"] == false).map(|s| s["step"].as_str().unwrap().to_string()).collect();
+        (out.code, failed, report)
+    };
+    let (code, failed, report) = check(good);
+    assert_eq!((code, failed.len()), (0, 0), "{report}");
+    assert!(report.to_string().contains("IDLE"), "{report}");
+    for (id, step, fix) in [(wrong, "login", "password"), (untrusted, "tls", "ca-file"), (closed, "tcp", "port"), (plaintext, "tls", "TLS")] {
+        let (code, failed, report) = check(id);
+        assert_ne!(code, 0, "{report}");
+        assert_eq!(failed, [step], "{report}");
+        let failing = report["steps"].as_array().unwrap().iter().find(|s| s["ok"] == false).unwrap().clone();
+        assert!(failing["fix"].as_str().unwrap().contains(fix), "{failing}");
+    }
+
     let metrics = daemon.metrics();
     for class in ["auth_failed", "certificate_invalid", "host_or_port_wrong", "tls_required"] {
         let n = metric(&metrics, &format!("mailsync_imap_errors_total{{class=\"{class}\"}}")).unwrap_or(0.0);

@@ -299,6 +299,12 @@ pub async fn add_user_address(
     Ok(Json(serde_json::json!({ "user": user, "addresses": addresses })).into_response())
 }
 
+/// Diagnoses an account step by step; 200 with the report whether or not it passed.
+pub async fn check_account(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
+    let report = crate::check::check_account(&state.store, &state.key, &state.config, id(path)?).await?;
+    Ok(Json(report).into_response())
+}
+
 /// Prometheus text format; behind the bearer token like the rest of /v1.
 pub async fn metrics(State(state): State<AppState>) -> ApiResult {
     let text = crate::metrics::render(&state.store).await?;

@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/accounts", get(handlers::list_accounts).post(handlers::add_account))
         .route("/accounts/{id}", get(handlers::show_account).delete(handlers::remove_account))
         .route("/accounts/{id}/password", axum::routing::put(handlers::set_account_password))
+        .route("/accounts/{id}/check", post(handlers::check_account))
         .route("/leads", get(handlers::list_leads).post(handlers::add_lead))
         .route("/leads/{id}", get(handlers::show_lead))
         .route("/leads/{id}/emails", post(handlers::add_lead_email))

@@ -91,6 +91,12 @@ impl SenderContext {
         Ok((target, Some(credentials)))
     }
 
+    /// Connects and authenticates to the user's target without sending (for `check`).
+    pub async fn probe(&self, user_id: i64) -> Result<String, SmtpFailure> {
+        let (target, _) = self.target_for(user_id).await?;
+        super::smtp::probe(&target, Duration::from_secs(self.outbound.send_timeout_secs)).await
+    }
+
     /// Delivers through the user's target; an OAuth2 token the server refuses is
     /// refreshed once and the transaction tried again, as the IMAP side does.
     async fn deliver_for(&self, job: &OutgoingJob, recipients: &[String]) -> Result<super::smtp::Delivery, SmtpFailure> {

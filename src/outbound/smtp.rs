@@ -105,6 +105,19 @@ async fn transaction(
     recipients: &[String],
     raw: &[u8],
 ) -> Result<Delivery, SmtpFailure> {
+    let mut conn = open(target, timeout).await?;
+    let result = exchange(&mut conn, target, from, recipients, raw).await;
+    match &result {
+        Ok(_) => {
+            let _ = conn.quit().await;
+        }
+        Err(_) => conn.abort().await,
+    }
+    result
+}
+
+/// Connects (implicit TLS or STARTTLS, certificates verified).
+async fn open(target: &SmtpTarget, timeout: Duration) -> Result<AsyncSmtpConnection, SmtpFailure> {
     let hello = ClientId::default();
     let tls = || -> Result<TlsParameters, SmtpFailure> {
         let mut builder = TlsParameters::builder(target.host.clone());
@@ -128,14 +141,27 @@ async fn transaction(
         }
         conn.starttls(tls()?, &hello).await?;
     }
-    let result = exchange(&mut conn, target, from, recipients, raw).await;
-    match &result {
-        Ok(_) => {
-            let _ = conn.quit().await;
-        }
-        Err(_) => conn.abort().await,
-    }
-    result
+    Ok(conn)
+}
+
+/// Connects, authenticates and quits, within `timeout`: what `mailsync check` reports.
+pub async fn probe(target: &SmtpTarget, timeout: Duration) -> Result<String, SmtpFailure> {
+    let attempt = async {
+        let mut conn = open(target, timeout).await?;
+        let authenticated = authenticate(&mut conn, target).await;
+        let _ = conn.quit().await;
+        authenticated?;
+        let tls = match target.tls {
+            RelayTls::Implicit => "implicit TLS",
+            RelayTls::Starttls => "STARTTLS",
+            RelayTls::None => "no TLS",
+        };
+        let auth = if target.auth.is_some() { ", authenticated" } else { "" };
+        Ok(format!("{}:{} ({tls}{auth})", target.host, target.port))
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .unwrap_or_else(|_| Err(SmtpFailure::transient(format!("{}:{} did not answer within {} s", target.host, target.port, timeout.as_secs()))))
 }
 
 /// A failure during AUTH. A refused XOAUTH2 token comes back as a 334 error challenge,
@@ -144,13 +170,7 @@ fn auth_refused(e: lettre::transport::smtp::Error) -> SmtpFailure {
     SmtpFailure { auth_refused: !e.is_transient(), ..e.into() }
 }
 
-async fn exchange(
-    conn: &mut AsyncSmtpConnection,
-    target: &SmtpTarget,
-    from: &str,
-    recipients: &[String],
-    raw: &[u8],
-) -> Result<Delivery, SmtpFailure> {
+async fn authenticate(conn: &mut AsyncSmtpConnection, target: &SmtpTarget) -> Result<(), SmtpFailure> {
     match &target.auth {
         None => {}
         Some(SmtpAuth::Password { username, password }) => {
@@ -162,6 +182,17 @@ async fn exchange(
             conn.auth(&[Mechanism::Xoauth2], &credentials).await.map_err(auth_refused)?;
         }
     }
+    Ok(())
+}
+
+async fn exchange(
+    conn: &mut AsyncSmtpConnection,
+    target: &SmtpTarget,
+    from: &str,
+    recipients: &[String],
+    raw: &[u8],
+) -> Result<Delivery, SmtpFailure> {
+    authenticate(conn, target).await?;
     let address = |a: &str| {
         a.parse::<lettre::Address>()
             .map_err(|e| SmtpFailure { permanent: true, reply: format!("`{a}`: {e}"), auth_refused: false })
