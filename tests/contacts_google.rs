@@ -85,21 +85,40 @@ fn person(name: &str, email: &str, group: &str) -> Value {
     })
 }
 
+/// The OAuth server, the People fake, a store and a user whose mail account holds the
+/// OAuth grant.
+struct Env {
+    _oauth: OAuthServer,
+    people: PeopleServer,
+    db: TestDb,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn start(db: TestDb) -> Env {
+        let oauth = OAuthServer::start(Duration::from_secs(3600));
+        oauth.grant("rt-alice", USER);
+        let people = PeopleServer::start(oauth.validator());
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_config(d, db.url(), "");
+        ok(mailsync(d, db.url())
+            .args(["account", "add", "--email", USER, "--imap-host", "127.0.0.1", "--imap-port", "1", "--tls", "starttls"])
+            .args(["--auth", "xoauth2", "--oauth-provider", "custom", "--oauth-client-id", "mailsync-test"])
+            .args(["--oauth-token-url", &oauth.token_url(), "--refresh-token-env", "RT"])
+            .env("RT", "rt-alice"));
+        Env { _oauth: oauth, people, db, dir }
+    }
+
+    fn rig(&self) -> Rig<'_> {
+        Rig { dir: self.dir.path(), db: &self.db, people: &self.people }
+    }
+}
+
 #[tokio::test]
 async fn two_way_sync_with_the_google_people_api() {
-    let oauth = OAuthServer::start(Duration::from_secs(3600));
-    oauth.grant("rt-alice", USER);
-    let people = PeopleServer::start(oauth.validator());
-    let db = TestDb::postgres();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    write_config(d, db.url(), "");
-    let rig = Rig { dir: d, db: &db, people: &people };
-    ok(mailsync(d, db.url())
-        .args(["account", "add", "--email", USER, "--imap-host", "127.0.0.1", "--imap-port", "1", "--tls", "starttls"])
-        .args(["--auth", "xoauth2", "--oauth-provider", "custom", "--oauth-client-id", "mailsync-test"])
-        .args(["--oauth-token-url", &oauth.token_url(), "--refresh-token-env", "RT"])
-        .env("RT", "rt-alice"));
+    let env = Env::start(TestDb::postgres());
+    let (rig, people, db, d) = (env.rig(), &env.people, &env.db, env.dir.path());
 
     // First sync both ways; the group is created; Google throttles at first.
     rig.cli(&["contact", "add", "--name", "Ann Lee", "--email", "ann@client.test", "--phone", "+1 415 555 0132", "--owner", USER]);
@@ -196,19 +215,8 @@ async fn two_way_sync_with_the_google_people_api() {
 
 #[tokio::test]
 async fn writes_go_in_batches_of_two_hundred() {
-    let oauth = OAuthServer::start(Duration::from_secs(3600));
-    oauth.grant("rt-alice", USER);
-    let people = PeopleServer::start(oauth.validator());
-    let db = TestDb::sqlite();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    write_config(d, db.url(), "");
-    let rig = Rig { dir: d, db: &db, people: &people };
-    ok(mailsync(d, db.url())
-        .args(["account", "add", "--email", USER, "--imap-host", "127.0.0.1", "--imap-port", "1", "--tls", "starttls"])
-        .args(["--auth", "xoauth2", "--oauth-provider", "custom", "--oauth-client-id", "mailsync-test"])
-        .args(["--oauth-token-url", &oauth.token_url(), "--refresh-token-env", "RT"])
-        .env("RT", "rt-alice"));
+    let env = Env::start(TestDb::sqlite());
+    let (rig, people, d) = (env.rig(), &env.people, env.dir.path());
     let csv = d.join("contacts.csv");
     let rows: String = (0..450).map(|i| format!("Person {i},p{i}@client.test,,\n")).collect();
     std::fs::write(&csv, format!("name,email,phone,company\n{rows}")).unwrap();

@@ -950,7 +950,13 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `mailsync run` with the config `mailsync()` writes in `dir`; waits for /readyz.
     pub fn start(dir: &Path, db_url: &str) -> Daemon {
+        Daemon::start_with_env(dir, db_url, &[])
+    }
+
+    /// With extra environment variables (e.g. systemd's NOTIFY_SOCKET).
+    pub fn start_with_env(dir: &Path, db_url: &str, env: &[(&str, &str)]) -> Daemon {
         let mut cmd = mailsync(dir, db_url);
+        cmd.envs(env.iter().copied());
         let config = std::fs::read_to_string(dir.join("mailsync.toml")).expect("config");
         let api_port: u16 = config
             .split("listen = \"127.0.0.1:")

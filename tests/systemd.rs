@@ -1,0 +1,61 @@
+//! The systemd integration where systemd is not PID 1: the unit's hardening score, and
+//! the daemon's sd_notify protocol (READY, WATCHDOG pings, STOPPING) on a socket the test
+//! listens on, as systemd would.
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn the_unit_rates_ok_in_systemd_analyze_security() {
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/mailsync.service"))
+        .output()
+        .expect("systemd-analyze (package systemd)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for mailsync.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no score in:\n{text}{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(score <= 2.0, "exposure {score} (must be 2.0 or lower)");
+}
+
+#[tokio::test]
+async fn the_daemon_notifies_ready_feeds_the_watchdog_and_says_stopping() {
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d, db.url(), "");
+    let socket_path = d.join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let path = socket_path.to_str().unwrap();
+    // A 1 s watchdog: the daemon pings every 0.5 s while its store answers.
+    let mut daemon = Daemon::start_with_env(d, db.url(), &[("NOTIFY_SOCKET", path), ("WATCHDOG_USEC", "1000000")]);
+
+    let mut seen: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + SYNC_DEADLINE;
+    while Instant::now() < deadline && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() < 3 {
+        if let Ok(n) = socket.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    assert!(seen.first().is_some_and(|m| m.contains("READY=1")), "READY first: {seen:?}");
+    assert!(seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3, "{seen:?}");
+
+    let status = daemon.terminate();
+    assert!(status.success(), "{status}");
+    let mut rest = Vec::new();
+    while let Ok(n) = socket.recv(&mut buf) {
+        rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(rest.iter().any(|m| m.contains("STOPPING=1")), "{rest:?}");
+}
