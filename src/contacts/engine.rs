@@ -190,7 +190,7 @@ pub async fn run<R: Remote>(store: &Store, remote: &mut R, config: &ContactSyncC
     };
     run.report.full_listing = delta.full;
     let listed: HashSet<&str> = delta.changed.iter().map(|(id, _)| id.as_str()).collect();
-    let mut removed: Vec<String> = delta.removed.clone();
+    let mut removed: HashSet<String> = delta.removed.iter().cloned().collect();
     if delta.full {
         removed.extend(by_remote.values().filter(|i| i.state == SYNCED && !listed.contains(i.remote_id.as_str())).map(|i| i.remote_id.clone()));
     }
