@@ -584,7 +584,7 @@ fn parse_amount(s: &str) -> Result<i64, String> {
 /// Runs one parsed command line.
 pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run => daemon::run(config).await,
+        Command::Run => daemon::run(config, cli.config.clone()).await,
         Command::Migrate => {
             let store = daemon::open_store(&config).await?;
             store.close().await;

@@ -28,9 +28,11 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// `config_path` is where the configuration came from, read again on SIGHUP.
+pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
     let store = open_store(&config).await?;
     let key = Arc::new(MasterKey::load_or_create(&config.secrets.key_file)?);
@@ -80,9 +82,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(api = %api_addr, database = %crate::store::redact_url(&config.database.url), "mailsync running");
     systemd::notify(&format!("READY=1\nSTATUS=serving API on {api_addr}"));
 
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received, stopping"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received, stopping"),
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {
+                tracing::info!("SIGTERM received, stopping");
+                break;
+            }
+            _ = interrupt.recv() => {
+                tracing::info!("SIGINT received, stopping");
+                break;
+            }
+            _ = hangup.recv() => reload(&config, config_path.as_deref()),
+        }
     }
     systemd::notify("STOPPING=1");
     let _ = stop_tx.send(true);
@@ -112,6 +123,41 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// SIGHUP (`systemctl reload`): reads the configuration again and applies what can change
+/// while running: the log filter. Accounts, contacts syncs and settings stored in the
+/// database are picked up without a reload, and IDLE connections are left alone. A
+/// configuration that does not load is reported and the running one kept; settings that
+/// need a restart are named.
+fn reload(running: &Config, path: Option<&std::path::Path>) {
+    systemd::notify("RELOADING=1");
+    match Config::load(path) {
+        Err(e) => tracing::error!(error = %e, "reload: the configuration does not load; keeping the running one"),
+        Ok(new) => {
+            match crate::logging::set_level(&new.log.level) {
+                Ok(()) => tracing::info!(level = %new.log.level, "reload: configuration read, log level applied"),
+                Err(e) => tracing::error!(error = %e, "reload: log level not applied"),
+            }
+            let needs_restart: Vec<&str> = [
+                ("database", new.database != running.database),
+                ("api", new.api != running.api),
+                ("bcc_drop", new.bcc_drop != running.bcc_drop),
+                ("secrets", new.secrets != running.secrets),
+                ("sync", new.sync != running.sync),
+                ("smtp_relay", new.smtp_relay != running.smtp_relay),
+                ("outbound", new.outbound != running.outbound),
+            ]
+            .into_iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(section, _)| section)
+            .collect();
+            if !needs_restart.is_empty() {
+                tracing::warn!(sections = ?needs_restart, "reload: these sections changed and take effect at the next restart");
+            }
+        }
+    }
+    systemd::notify("READY=1");
 }
 
 /// Pings systemd's watchdog only while the store answers: a daemon that cannot reach its

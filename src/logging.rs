@@ -1,6 +1,7 @@
 //! Log output: human-readable on a terminal or under journald, JSON lines otherwise.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
 use tracing_subscriber::EnvFilter;
 
@@ -11,6 +12,10 @@ const NEVER_TRACE: &[&str] = &["async_imap", "imap_proto"];
 /// Crates whose debug level would print credentials (lettre logs every line it writes,
 /// AUTH included).
 const NEVER_DEBUG: &[&str] = &["lettre"];
+
+/// Replaces the running filter (set by [`init`]).
+type Reloader = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+static RELOAD: OnceLock<Reloader> = OnceLock::new();
 
 /// Installs the global subscriber. Safe to call once per process.
 pub fn init(config: &LogConfig) {
@@ -23,16 +28,30 @@ pub fn init(config: &LogConfig) {
         LogFormat::Text => false,
         LogFormat::Auto => !(terminal || journald),
     };
-    let result = if json {
-        builder.json().flatten_event(true).try_init()
+    // Each format is its own type; the reload handle is kept behind a closure.
+    macro_rules! install {
+        ($builder:expr) => {{
+            let builder = $builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                let _ = RELOAD.set(Box::new(move |f| handle.reload(f).map_err(|e| e.to_string())));
+            }
+        }};
+    }
+    if json {
+        install!(builder.json().flatten_event(true));
     } else if journald && !terminal {
         // journald stamps each line itself.
-        builder.with_ansi(false).without_time().try_init()
+        install!(builder.with_ansi(false).without_time());
     } else {
-        builder.with_ansi(terminal).try_init()
-    };
-    // Already initialized (tests, or a second call): keep the first subscriber.
-    let _ = result;
+        install!(builder.with_ansi(terminal));
+    }
+}
+
+/// Switches the running log filter to `level` (a `[log] level` value, capped like at start).
+pub fn set_level(level: &str) -> Result<(), String> {
+    let filter = EnvFilter::try_new(capped_filter(level)).map_err(|e| format!("not a valid filter: {e}"))?;
+    RELOAD.get().ok_or_else(|| "logging was not initialized".to_string())?(filter)
 }
 
 /// Appends `=debug` caps for crates whose trace output would leak secrets, overriding

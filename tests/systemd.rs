@@ -51,6 +51,31 @@ async fn the_daemon_notifies_ready_feeds_the_watchdog_and_says_stopping() {
     assert!(seen.first().is_some_and(|m| m.contains("READY=1")), "READY first: {seen:?}");
     assert!(seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3, "{seen:?}");
 
+    // Reload (SIGHUP, what ExecReload sends): RELOADING=1 then READY=1; the new log
+    // level applies; a broken file is reported and the running configuration kept.
+    let config_path = d.join("mailsync.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, config.replace("level = \"info,mailsync=debug\"", "level = \"info\"")).unwrap();
+    let hup = |daemon: &Daemon| Command::new("kill").arg("-HUP").arg(daemon.child.id().to_string()).status().unwrap();
+    hup(&daemon);
+    let mut after: Vec<String> = Vec::new();
+    let deadline = Instant::now() + SYNC_DEADLINE;
+    while Instant::now() < deadline && !after.iter().any(|m| m.contains("READY=1")) {
+        if let Ok(n) = socket.recv(&mut buf) {
+            let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if !m.contains("WATCHDOG=1") {
+                after.push(m);
+            }
+        }
+    }
+    assert_eq!(after.first().map(String::as_str), Some("RELOADING=1"), "{after:?}");
+    assert!(after.iter().any(|m| m.contains("READY=1")), "{after:?}");
+    poll(SYNC_DEADLINE, "the reload logged", || daemon.log().contains("log level applied").then_some(()));
+    std::fs::write(&config_path, "[database\nbroken").unwrap();
+    hup(&daemon);
+    poll(SYNC_DEADLINE, "the broken file reported", || daemon.log().contains("does not load").then_some(()));
+    assert_eq!(daemon.api("GET", "/healthz", None).0, 200, "still serving");
+
     let status = daemon.terminate();
     assert!(status.success(), "{status}");
     let mut rest = Vec::new();

@@ -236,7 +236,10 @@ pub async fn run<R: Remote>(store: &Store, remote: &mut R, config: &ContactSyncC
             wanted.push(item.remote_id.clone());
         }
     }
-    let cards = if wanted.is_empty() { Vec::new() } else { run.remote.fetch(&wanted).await? };
+    let mut cards = if wanted.is_empty() { Vec::new() } else { run.remote.fetch(&wanted).await? };
+    // In id order, whatever order the server answers in: of two cards claiming one UID,
+    // the same one is linked every run and the other flagged.
+    cards.sort_by(|a, b| a.id.cmp(&b.id));
     let fetched: HashSet<String> = cards.iter().map(|c| c.id.clone()).collect();
     let mut seen_uids: HashMap<String, String> = by_remote
         .values()
