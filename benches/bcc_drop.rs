@@ -60,19 +60,7 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         write_config(d, db.url(), "");
-        let path = d.join("mailsync.toml");
-        let config = std::fs::read_to_string(&path).expect("config").replace(
-            "[bcc_drop]\n",
-            &format!("[bcc_drop]\ndomain = \"drop.test\"\ndns_servers = \"127.0.0.1:{}\"\nmax_sessions = 1000\n", dns.port),
-        );
-        std::fs::write(&path, &config).expect("config");
-        let port: u16 = config
-            .split("[bcc_drop]")
-            .nth(1)
-            .and_then(|s| s.split("listen = \"127.0.0.1:").nth(1))
-            .and_then(|s| s.split('"').next())
-            .and_then(|p| p.parse().ok())
-            .expect("bcc_drop port");
+        let port = bcc_drop_config(d, &format!("domain = \"drop.test\"\ndns_servers = \"127.0.0.1:{}\"\nmax_sessions = 1000", dns.port));
         std::fs::write(d.join("pw"), "x").expect("pw");
         ok(mailsync(d, db.url())
             .args(["account", "add", "--email", USER, "--imap-host", "127.0.0.1", "--tls", "starttls"])

@@ -54,20 +54,6 @@ impl Signer {
     }
 }
 
-/// Adds keys to the `[bcc_drop]` section `write_config` wrote.
-fn drop_config(dir: &Path, keys: &str) -> u16 {
-    let path = dir.join("mailsync.toml");
-    let config = std::fs::read_to_string(&path).unwrap().replace("[bcc_drop]\n", &format!("[bcc_drop]\n{keys}\n"));
-    std::fs::write(&path, &config).unwrap();
-    config
-        .split("[bcc_drop]")
-        .nth(1)
-        .and_then(|s| s.split("listen = \"127.0.0.1:").nth(1))
-        .and_then(|s| s.split('"').next())
-        .and_then(|p| p.parse().ok())
-        .expect("bcc_drop port")
-}
-
 /// A user (through an offline mail account) with the phone address as their own.
 fn setup_user(dir: &Path, db_url: &str, user: &str, also: &str) -> String {
     std::fs::write(dir.join("pw"), "pw").unwrap();
@@ -189,7 +175,7 @@ async fn relayed_mail_is_stored_linked_and_the_synced_sent_copy_is_the_same_mess
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         write_config(d, db.url(), "");
-        let drop_port = drop_config(d, &format!("dns_servers = \"127.0.0.1:{}\"\ndomain = \"drop.test\"", dns.port));
+        let drop_port = bcc_drop_config(d, &format!("dns_servers = \"127.0.0.1:{}\"\ndomain = \"drop.test\"", dns.port));
         let account = add_account(d, db.url(), &dovecot, ALICE, "pw-alice");
         ok(mailsync(d, db.url()).args(["user-add-address", "--user", ALICE, ALICE_PHONE]));
         let address = drop_address(d, db.url(), ALICE);
@@ -241,7 +227,7 @@ async fn bad_mail_is_refused_with_the_right_code_nothing_stored_and_the_listener
     let d = dir.path();
     write_config(d, db.url(), "");
     let certs = certs();
-    let port = drop_config(
+    let port = bcc_drop_config(
         d,
         &format!(
             "dns_servers = \"127.0.0.1:{}\"\ndomain = \"drop.test\"\nmax_message_bytes = 100000\nmax_recipients = 2\n\
@@ -364,7 +350,7 @@ async fn killed_between_data_and_reply_the_client_sees_no_250_and_a_retry_stores
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_config(d, db.url(), "");
-    let port = drop_config(d, &format!("dns_servers = \"127.0.0.1:{}\"\ndomain = \"drop.test\"", dns.port));
+    let port = bcc_drop_config(d, &format!("dns_servers = \"127.0.0.1:{}\"\ndomain = \"drop.test\"", dns.port));
     let address = setup_user(d, db.url(), ALICE, ALICE_PHONE);
     let raw = signer.sign(&phone_message("bob@client.test", "Crash", "crash@phone.test"));
     let mut daemon = Daemon::start(d, db.url());
@@ -410,7 +396,7 @@ async fn lmtp_answers_each_recipient_and_a_trusted_mta_header_decides_authentica
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_config(d, db.url(), "");
-    let port = drop_config(d, "protocol = \"lmtp\"\ndomain = \"drop.test\"\ntrusted_authserv_id = \"mx.test\"\nmax_sessions = 1");
+    let port = bcc_drop_config(d, "protocol = \"lmtp\"\ndomain = \"drop.test\"\ntrusted_authserv_id = \"mx.test\"\nmax_sessions = 1");
     let alice_drop = setup_user(d, db.url(), ALICE, ALICE_PHONE);
     let carol_drop = setup_user(d, db.url(), "carol@example.test", "");
     let _daemon = Daemon::start(d, db.url());

@@ -44,18 +44,6 @@ impl DavError {
     }
 }
 
-/// What changed in the address book since a sync token.
-#[derive(Debug, Default)]
-pub struct Delta {
-    /// Members changed or added, with their ETag.
-    pub changed: Vec<(String, String)>,
-    /// Members removed (only from an incremental sync; a full listing lists what exists).
-    pub removed: Vec<String>,
-    /// True when this is a full listing: members missing from it are gone.
-    pub full: bool,
-    pub token: String,
-}
-
 /// A fetched card.
 #[derive(Debug, Clone)]
 pub struct Fetched {
@@ -161,8 +149,8 @@ impl CardDav {
     }
 
     /// Changes since `token` (everything when empty), following truncated results.
-    pub async fn changes(&self, token: &str) -> Result<Delta, DavError> {
-        let mut delta = Delta { full: token.is_empty(), ..Delta::default() };
+    pub async fn changes(&self, token: &str) -> Result<RemoteDelta, DavError> {
+        let mut delta = RemoteDelta { full: token.is_empty(), ..RemoteDelta::default() };
         let mut token = token.to_string();
         loop {
             let body = format!(
@@ -372,8 +360,7 @@ impl Remote for CardDavBook {
     type Raw = Option<calcard::vcard::VCard>;
 
     async fn changes(&mut self, token: &str) -> Result<RemoteDelta, RemoteError> {
-        let delta = self.dav.changes(token).await?;
-        Ok(RemoteDelta { changed: delta.changed, removed: delta.removed, full: delta.full, token: delta.token })
+        Ok(self.dav.changes(token).await?)
     }
 
     async fn fetch(&mut self, ids: &[String]) -> Result<Vec<RemoteCard<Self::Raw>>, RemoteError> {

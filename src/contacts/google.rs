@@ -78,6 +78,18 @@ impl GooglePeople {
     /// One API call with a fresh access token (refreshed once if refused) and backoff on
     /// 429 / 503 (Retry-After honored).
     async fn call(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<Value>) -> Result<Value, RemoteError> {
+        self.call_accepting(method, path, query, body, None).await
+    }
+
+    /// [`Self::call`], with `also_ok` (such as 404 for a delete) answered as success.
+    async fn call_accepting(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Value>,
+        also_ok: Option<StatusCode>,
+    ) -> Result<Value, RemoteError> {
         let url = format!("{}{path}", self.base);
         let mut refreshed = false;
         let mut attempt = 0;
@@ -92,6 +104,9 @@ impl GooglePeople {
             let status = response.status();
             let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
             let text = response.text().await.map_err(|e| RemoteError::Failed { message: format!("{url}: {e}"), transient: true })?;
+            if also_ok == Some(status) {
+                return Ok(Value::Null);
+            }
             if status.is_success() {
                 return if text.is_empty() { Ok(Value::Null) } else { serde_json::from_str(&text).map_err(|e| protocol(&url, e)) };
             }
@@ -262,11 +277,9 @@ impl Remote for GooglePeople {
     }
 
     async fn delete(&mut self, id: &str, _etag: &str) -> Result<(), RemoteError> {
-        match self.call(Method::DELETE, &format!("/v1/{id}:deleteContact"), &[], None).await {
-            Ok(_) => Ok(()),
-            Err(RemoteError::Failed { message, .. }) if message.contains("404") => Ok(()),
-            Err(e) => Err(e),
-        }
+        // Already gone is as good as deleted.
+        self.call_accepting(Method::DELETE, &format!("/v1/{id}:deleteContact"), &[], None, Some(StatusCode::NOT_FOUND)).await?;
+        Ok(())
     }
 
     fn name(&self) -> String {
@@ -338,10 +351,7 @@ fn fields_of(person: &Value) -> ContactFields {
 
 /// A Person resource with `fields` (mapped fields only).
 fn person_of(fields: &ContactFields) -> Value {
-    let (given, family) = match fields.name.rsplit_once(' ') {
-        Some((given, family)) => (given, family),
-        None => ("", fields.name.as_str()),
-    };
+    let (given, family) = fields.given_and_family();
     let address = if fields.address.is_empty() {
         json!([])
     } else {

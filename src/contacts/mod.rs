@@ -91,11 +91,10 @@ pub async fn configure(
     use crate::store::StoreError::Invalid;
     let direction: Direction = choice("direction (two-way, crm-to-remote, remote-to-crm)", &input.direction)?;
     let policy: ConflictPolicy = choice("conflict (crm-wins, remote-wins)", &input.conflict)?;
-    match input.provider.as_str() {
-        "carddav" => {}
-        "google" => {}
-        other => return Err(Invalid(format!("provider {other:?} is not supported (carddav, google)"))),
+    if !matches!(input.provider.as_str(), "carddav" | "google") {
+        return Err(Invalid(format!("provider {:?} is not supported (carddav, google)", input.provider)));
     }
+    // Google's URL may be left empty (the People API); every other one must be http(s).
     if !(input.provider == "google" && input.url.is_empty()) {
         let url = reqwest::Url::parse(&input.url).map_err(|e| Invalid(format!("url: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -292,6 +291,12 @@ impl ContactFields {
     pub fn hash(&self) -> String {
         let json = serde_json::to_vec(self).unwrap_or_default();
         hex::encode(ring::digest::digest(&ring::digest::SHA256, &json))
+    }
+
+    /// The name split for structured fields (vCard N, Google's names): the last word is
+    /// the family name, the rest the given name.
+    pub fn given_and_family(&self) -> (&str, &str) {
+        self.name.rsplit_once(' ').unwrap_or(("", self.name.as_str()))
     }
 
     pub fn is_empty(&self) -> bool {

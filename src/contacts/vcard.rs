@@ -93,13 +93,10 @@ pub fn render(base: Option<&VCard>, uid: &str, fields: &ContactFields) -> String
     entries.push(text(VCardProperty::Uid, uid));
     let name = if fields.name.is_empty() { fields.emails.first().cloned().unwrap_or_default() } else { fields.name.clone() };
     entries.push(text(VCardProperty::Fn, &name));
-    // N is required in 3.0 and expected by many clients: family name last word.
-    let (given, family) = match fields.name.rsplit_once(' ') {
-        Some((given, family)) => (given.to_string(), family.to_string()),
-        None => (String::new(), fields.name.clone()),
-    };
+    // N is required in 3.0 and expected by many clients.
+    let (given, family) = fields.given_and_family();
     entries.push(VCardEntry::new(VCardProperty::N).with_values(
-        [family, given, String::new(), String::new(), String::new()].into_iter().map(VCardValue::Text).collect(),
+        [family, given, "", "", ""].into_iter().map(|part| VCardValue::Text(part.to_string())).collect(),
     ));
     if !fields.organization.is_empty() {
         entries.push(text(VCardProperty::Org, &fields.organization));

@@ -903,6 +903,20 @@ pub fn write_config(dir: &Path, db_url: &str, sync_extra: &str) {
     .expect("write config");
 }
 
+/// Adds `keys` to the `[bcc_drop]` section `write_config` wrote; returns the listener's port.
+pub fn bcc_drop_config(dir: &Path, keys: &str) -> u16 {
+    let path = dir.join("mailsync.toml");
+    let config = std::fs::read_to_string(&path).expect("config").replace("[bcc_drop]\n", &format!("[bcc_drop]\n{keys}\n"));
+    std::fs::write(&path, &config).expect("write config");
+    config
+        .split("[bcc_drop]")
+        .nth(1)
+        .and_then(|s| s.split("listen = \"127.0.0.1:").nth(1))
+        .and_then(|s| s.split('"').next())
+        .and_then(|p| p.parse().ok())
+        .expect("bcc_drop port")
+}
+
 /// Adds an IMAPS account on `dovecot` for `user` via the CLI; returns its id.
 pub fn add_account(dir: &Path, db_url: &str, dovecot: &Dovecot, user: &str, password: &str) -> i64 {
     let out = ok(mailsync(dir, db_url)
