@@ -101,6 +101,9 @@ pub async fn configure(
             return Err(Invalid("url: must be http:// or https://".into()));
         }
     }
+    if input.provider == "carddav" && input.username.trim().is_empty() {
+        return Err(Invalid("username: required for CardDAV".into()));
+    }
     if input.interval_secs < 60 {
         return Err(Invalid("interval_secs: at least 60".into()));
     }
