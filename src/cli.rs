@@ -36,6 +36,16 @@ pub enum Command {
     Run,
     /// Apply pending store migrations and exit.
     Migrate,
+    /// Copy the configured SQLite store into a new, empty PostgreSQL database (stop the
+    /// daemon first; then point `[database] url` at the target).
+    StoreCopy {
+        /// postgres://USER@HOST/DB of the target (a password is better kept in ~/.pgpass
+        /// or TARGET_DATABASE_URL than on the command line).
+        #[arg(long, env = "TARGET_DATABASE_URL", hide_env_values = true)]
+        to: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
     /// Show the state of every account.
     Status(JsonFlag),
     /// Manage mail accounts.
@@ -591,6 +601,33 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Command::StoreCopy { to, json } => {
+            let source = daemon::open_store(&config).await?;
+            let timeout = std::time::Duration::from_secs(config.database.connect_timeout_secs);
+            let target = crate::store::Store::connect(&to, 4, timeout).await?;
+            target.migrate().await?;
+            let mut bar: Option<(String, crate::progress::ProgressBar)> = None;
+            let summary = source
+                .copy_into(&target, |table, done, total| {
+                    if bar.as_ref().is_none_or(|(t, _)| t != table) {
+                        if let Some((_, mut finished)) = bar.take() {
+                            finished.finish();
+                        }
+                        bar = Some((table.to_string(), crate::progress::ProgressBar::new(&format!("copying {table}"), total)));
+                    }
+                    if let Some((_, b)) = &mut bar {
+                        b.set(done, total);
+                    }
+                })
+                .await?;
+            if let Some((_, mut finished)) = bar.take() {
+                finished.finish();
+            }
+            print(json.json, &summary, || {
+                let rows: i64 = summary.tables.iter().map(|t| t.rows).sum();
+                format!("copied {rows} rows in {} tables; now set [database] url to the target\n", summary.tables.len())
+            })
+        }
         Command::Status(flag) => {
             let store = daemon::open_store(&config).await?;
             let status = Status::collect(&store).await?;
@@ -608,7 +645,14 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
                         out += &format!(
                             "  {} {:?}: {} stored, {} skipped, {} on server, last UID {}, {}\n",
                             f.role, f.name, f.messages_stored, f.messages_skipped, f.server_messages, f.last_synced_uid,
-                            if f.initial_sync_complete { "in sync".to_string() } else { format!("initial sync {:.0}%", f.progress * 100.0) }
+                            match (f.initial_sync_complete, f.eta_secs) {
+                                (true, _) => "in sync".to_string(),
+                                (false, Some(eta)) => format!(
+                                    "initial sync {:.0}%, {:.0} msg/s, ETA {}",
+                                    f.progress * 100.0, f.rate_per_sec, crate::status::human_duration(eta)
+                                ),
+                                (false, None) => format!("initial sync {:.0}%", f.progress * 100.0),
+                            }
                         );
                     }
                 }
@@ -733,7 +777,9 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             let mut rows = read_contacts_csv(&file, &org)?;
             rows.iter_mut().for_each(|r| r.owner = owner.clone());
             let store = daemon::open_store(&config).await?;
-            let summary = store.import_contacts(rows).await?;
+            let mut bar = crate::progress::ProgressBar::new("importing", rows.len() as u64);
+            let summary = store.import_contacts_reporting(rows, |done, total| bar.set(done, total)).await?;
+            bar.finish();
             print(json.json, &summary, || {
                 format!("imported {} contacts ({} already present)\n", summary.created, summary.existing)
             })

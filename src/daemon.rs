@@ -29,7 +29,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 }
 
 /// `config_path` is where the configuration came from, read again on SIGHUP.
-pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, config_path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -43,22 +43,23 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> any
     let api_addr = listener.local_addr()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let supervisor = Supervisor::new(store.clone(), key.clone(), config.sync.clone(), &api_addr.to_string());
-    let supervisor_task = tokio::spawn(supervisor.run(stop_rx.clone()));
+    let shared_config = Arc::new(std::sync::RwLock::new(Arc::new(config.clone())));
     let relink = Arc::new(tokio::sync::Notify::new());
     let relink_poll = Duration::from_millis(config.sync.account_check_ms);
     let relinker_task = tokio::spawn(crate::relinker::run(store.clone(), relink.clone(), relink_poll, stop_rx.clone()));
     let outbox = Arc::new(tokio::sync::Notify::new());
-    let sender = crate::outbound::sender::SenderContext::new(store.clone(), key.clone(), &config)?;
-    let sender_task = tokio::spawn(crate::outbound::sender::run(Arc::new(sender), outbox.clone(), stop_rx.clone()));
-    let drop_task = if config.bcc_drop.enabled {
-        let screen = crate::ingest::Screen { max_recipients: config.sync.max_recipients };
-        let listener = crate::bcc_drop::Listener::bind(&config.bcc_drop, store.clone(), screen).await?;
-        tracing::info!(listen = %listener.local_addr()?, protocol = ?config.bcc_drop.protocol, domain = %config.bcc_drop.domain, "BCC drop listening");
-        Some(tokio::spawn(listener.run(stop_rx.clone())))
-    } else {
-        None
+    let mut services = Services {
+        store: store.clone(),
+        key: key.clone(),
+        instance: api_addr.to_string(),
+        outbox: outbox.clone(),
+        supervisor: None,
+        sender: None,
+        bcc_drop: None,
     };
+    services.start_supervisor(&config);
+    services.start_sender(&config)?;
+    services.start_bcc_drop(&config).await?;
     let contacts_task = tokio::spawn(crate::contacts::run_scheduler(
         store.clone(),
         key.clone(),
@@ -66,7 +67,7 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> any
         Duration::from_millis(config.sync.account_check_ms),
         stop_rx.clone(),
     ));
-    let app = api::router(AppState { store: store.clone(), key, tokens, relink, outbox, config: Arc::new(config.clone()) });
+    let app = api::router(AppState { store: store.clone(), key, tokens, relink, outbox, config: shared_config.clone() });
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -92,7 +93,12 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> any
                 tracing::info!("SIGINT received, stopping");
                 break;
             }
-            _ = hangup.recv() => reload(&config, config_path.as_deref()),
+            _ = hangup.recv() => {
+                reload(&mut config, config_path.as_deref(), &mut services).await;
+                if let Ok(mut shared) = shared_config.write() {
+                    *shared = Arc::new(config.clone());
+                }
+            }
         }
     }
     systemd::notify("STOPPING=1");
@@ -103,20 +109,10 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> any
         Ok(Err(e)) => tracing::error!(error = %e, "API task panicked"),
         Err(_) => tracing::warn!("API did not stop within the grace period"),
     }
-    if tokio::time::timeout(SHUTDOWN_GRACE, supervisor_task).await.is_err() {
-        tracing::warn!("workers did not stop within the grace period");
-    }
+    services.stop_all().await;
     relinker_task.abort();
     // A sync cut short is replayed from its stored token by the next run.
     contacts_task.abort();
-    // Sessions in flight end with the process: a client without its reply retries.
-    if let Some(task) = drop_task {
-        task.abort();
-    }
-    // A send in flight gets the grace period; one cut off stays `sending` and is retried.
-    if tokio::time::timeout(SHUTDOWN_GRACE, sender_task).await.is_err() {
-        tracing::warn!("the sender did not stop within the grace period");
-    }
     if let Some(task) = watchdog_task {
         task.abort();
     }
@@ -125,37 +121,163 @@ pub async fn run(config: Config, config_path: Option<std::path::PathBuf>) -> any
     Ok(())
 }
 
-/// SIGHUP (`systemctl reload`): reads the configuration again and applies what can change
-/// while running: the log filter. Accounts, contacts syncs and settings stored in the
-/// database are picked up without a reload, and IDLE connections are left alone. A
-/// configuration that does not load is reported and the running one kept; settings that
-/// need a restart are named.
-fn reload(running: &Config, path: Option<&std::path::Path>) {
+/// A long-running component with a stop signal of its own, so that a reload can replace
+/// it while the others run on.
+struct Task {
+    name: &'static str,
+    stop: watch::Sender<bool>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Task {
+    fn spawn<F>(name: &'static str, run: impl FnOnce(watch::Receiver<bool>) -> F) -> Task
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (stop, stop_rx) = watch::channel(false);
+        Task { name, stop, handle: tokio::spawn(run(stop_rx)) }
+    }
+
+    /// Signals the stop and waits for in-flight work (a sync batch, a send) up to the grace
+    /// period.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.handle).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(component = self.name, error = %e, "task ended abnormally"),
+            Err(_) => tracing::warn!(component = self.name, "did not stop within the grace period"),
+        }
+    }
+}
+
+/// The components whose settings come from the configuration file and can be replaced
+/// by a reload: the sync supervisor ([sync]), the sender ([smtp_relay], [outbound]) and the
+/// BCC-drop listener ([bcc_drop]).
+struct Services {
+    store: Store,
+    key: Arc<MasterKey>,
+    instance: String,
+    outbox: Arc<tokio::sync::Notify>,
+    supervisor: Option<Task>,
+    sender: Option<Task>,
+    bcc_drop: Option<Task>,
+}
+
+impl Services {
+    fn start_supervisor(&mut self, config: &Config) {
+        let supervisor = Supervisor::new(self.store.clone(), self.key.clone(), config.sync.clone(), &self.instance);
+        self.supervisor = Some(Task::spawn("supervisor", |stop| supervisor.run(stop)));
+    }
+
+    fn start_sender(&mut self, config: &Config) -> anyhow::Result<()> {
+        let sender = Arc::new(crate::outbound::sender::SenderContext::new(self.store.clone(), self.key.clone(), config)?);
+        let wake = self.outbox.clone();
+        self.sender = Some(Task::spawn("sender", |stop| crate::outbound::sender::run(sender, wake, stop)));
+        Ok(())
+    }
+
+    async fn start_bcc_drop(&mut self, config: &Config) -> anyhow::Result<()> {
+        if !config.bcc_drop.enabled {
+            return Ok(());
+        }
+        let screen = crate::ingest::Screen { max_recipients: config.sync.max_recipients };
+        let listener = crate::bcc_drop::Listener::bind(&config.bcc_drop, self.store.clone(), screen).await?;
+        tracing::info!(listen = %listener.local_addr()?, protocol = ?config.bcc_drop.protocol,
+            domain = %config.bcc_drop.domain, "BCC drop listening");
+        self.bcc_drop = Some(Task::spawn("bcc_drop", |stop| listener.run(stop)));
+        Ok(())
+    }
+
+    async fn stop_all(&mut self) {
+        // All signalled first, so their grace periods run together. BCC-drop sessions in
+        // flight end with the process: a client without its reply retries.
+        let tasks: Vec<Task> = [self.bcc_drop.take(), self.supervisor.take(), self.sender.take()].into_iter().flatten().collect();
+        for task in &tasks {
+            let _ = task.stop.send(true);
+        }
+        for task in tasks {
+            task.stop().await;
+        }
+    }
+}
+
+/// SIGHUP (`systemctl reload`): reads the configuration again and applies it: the log
+/// filter at once; changed [sync] settings restart the sync workers (their IDLE
+/// connections with them), changed [smtp_relay]/[outbound] the sender, changed [bcc_drop]
+/// the listener; unchanged components and their connections are left alone. [database],
+/// [api] and [secrets] need a restart and are named. A configuration that does not load,
+/// or a component that cannot start with the new settings, is reported and the running
+/// one kept.
+async fn reload(running: &mut Config, path: Option<&std::path::Path>, services: &mut Services) {
     systemd::notify("RELOADING=1");
-    match Config::load(path) {
-        Err(e) => tracing::error!(error = %e, "reload: the configuration does not load; keeping the running one"),
-        Ok(new) => {
-            match crate::logging::set_level(&new.log.level) {
-                Ok(()) => tracing::info!(level = %new.log.level, "reload: configuration read, log level applied"),
-                Err(e) => tracing::error!(error = %e, "reload: log level not applied"),
-            }
-            let needs_restart: Vec<&str> = [
-                ("database", new.database != running.database),
-                ("api", new.api != running.api),
-                ("bcc_drop", new.bcc_drop != running.bcc_drop),
-                ("secrets", new.secrets != running.secrets),
-                ("sync", new.sync != running.sync),
-                ("smtp_relay", new.smtp_relay != running.smtp_relay),
-                ("outbound", new.outbound != running.outbound),
-            ]
-            .into_iter()
-            .filter(|(_, changed)| *changed)
-            .map(|(section, _)| section)
-            .collect();
-            if !needs_restart.is_empty() {
-                tracing::warn!(sections = ?needs_restart, "reload: these sections changed and take effect at the next restart");
+    let new = match Config::load(path) {
+        Ok(new) => new,
+        Err(e) => {
+            tracing::error!(error = %e, "reload: the configuration does not load; keeping the running one");
+            systemd::notify("READY=1");
+            return;
+        }
+    };
+    match crate::logging::set_level(&new.log.level) {
+        Ok(()) => {
+            running.log = new.log.clone();
+            tracing::info!(level = %new.log.level, "reload: configuration read, log level applied");
+        }
+        Err(e) => tracing::error!(error = %e, "reload: log level not applied"),
+    }
+    if new.smtp_relay != running.smtp_relay || new.outbound != running.outbound {
+        // Built before the running sender stops: a bad relay setting keeps the old one.
+        match crate::outbound::sender::SenderContext::new(services.store.clone(), services.key.clone(), &new) {
+            Err(e) => tracing::error!(error = %e, "reload: [smtp_relay]/[outbound] not applied"),
+            Ok(sender) => {
+                if let Some(task) = services.sender.take() {
+                    task.stop().await;
+                }
+                let (sender, wake) = (Arc::new(sender), services.outbox.clone());
+                services.sender = Some(Task::spawn("sender", |stop| crate::outbound::sender::run(sender, wake, stop)));
+                running.smtp_relay = new.smtp_relay.clone();
+                running.outbound = new.outbound.clone();
+                tracing::info!("reload: [smtp_relay]/[outbound] applied; sender restarted");
             }
         }
+    }
+    if new.bcc_drop != running.bcc_drop || new.sync.max_recipients != running.sync.max_recipients {
+        // The old listener goes first: the new one may want the same address.
+        if let Some(task) = services.bcc_drop.take() {
+            task.stop().await;
+        }
+        match services.start_bcc_drop(&new).await {
+            Ok(()) => {
+                running.bcc_drop = new.bcc_drop.clone();
+                tracing::info!(enabled = new.bcc_drop.enabled, "reload: [bcc_drop] applied");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload: [bcc_drop] not applied; restarting the listener as it was");
+                if let Err(e) = services.start_bcc_drop(running).await {
+                    tracing::error!(error = %e, "reload: the BCC-drop listener could not be restarted");
+                }
+            }
+        }
+    }
+    if new.sync != running.sync {
+        if let Some(task) = services.supervisor.take() {
+            task.stop().await;
+        }
+        services.start_supervisor(&new);
+        running.sync = new.sync.clone();
+        tracing::info!("reload: [sync] applied; account workers restarted");
+    }
+    let needs_restart: Vec<&str> = [
+        ("database", new.database != running.database),
+        ("api", new.api != running.api),
+        ("secrets", new.secrets != running.secrets),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(section, _)| section)
+    .collect();
+    if !needs_restart.is_empty() {
+        tracing::warn!(sections = ?needs_restart, "reload: these sections changed and take effect at the next restart");
     }
     systemd::notify("READY=1");
 }

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod net;
 pub mod oauth;
 pub mod outbound;
+pub mod progress;
 pub mod relinker;
 pub mod secrets;
 pub mod status;

@@ -157,3 +157,26 @@ fn bad_input_gives_one_line_errors_and_writes_nothing() {
     let contacts: Value = serde_json::from_str(&ok(ms().args(["contact", "list", "--json"]))).unwrap();
     assert_eq!(contacts.as_array().unwrap().len(), 0, "nothing imported");
 }
+
+#[test]
+fn contact_import_shows_a_progress_bar_on_a_terminal_only() {
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("some.csv"), "name,email\nCy,cy@some.example\n").unwrap();
+    // Piped: the summary only, nothing drawn on stderr.
+    let piped = output(mailsync(d, db.url()).args(["contact", "import", "some.csv"]));
+    assert_eq!(piped.code, 0, "{}", piped.stderr);
+    assert!(!piped.stderr.contains("importing ["), "no bar when piped: {}", piped.stderr);
+
+    // On a terminal (script(1) gives the command a pseudo-terminal): the bar, redrawn in
+    // place, ending at 100%.
+    std::fs::write(d.join("more.csv"), "name,email\nAnn,ann@more.example\nBo,bo@more.example\n").unwrap();
+    let cmd = mailsync(d, db.url()).args(["contact", "import", "more.csv"]).get_args().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>();
+    let line = std::iter::once(BIN.to_string()).chain(cmd).collect::<Vec<_>>().join(" ");
+    let tty = output(Command::new("script").args(["-qefc", &line, "/dev/null"]).current_dir(d));
+    assert_eq!(tty.code, 0, "{}{}", tty.stdout, tty.stderr);
+    assert!(tty.stdout.contains("\r\x1b[2Kimporting ["), "{:?}", tty.stdout);
+    assert!(tty.stdout.contains("100% 2/2"), "{:?}", tty.stdout);
+    assert!(tty.stdout.contains("imported 2 contacts"), "{:?}", tty.stdout);
+}

@@ -193,6 +193,15 @@ async fn kill_9_during_initial_sync_then_restart_stores_each_message_once() {
             (n >= 300).then_some(())
         })
         .await;
+        // Meanwhile status reports the progress, the rate and an ETA.
+        let inbox = poll(SYNC_DEADLINE, "an ETA in status", || {
+            let (_, status) = daemon.api("GET", "/v1/status", None);
+            let inbox = status["accounts"][0]["folders"].as_array()?.iter().find(|f| f["role"] == "inbox")?.clone();
+            inbox["eta_secs"].is_i64().then_some(inbox)
+        });
+        assert_eq!(inbox["initial_sync_complete"], false, "{inbox}");
+        assert!(inbox["progress"].as_f64().is_some_and(|p| p > 0.0 && p < 1.0), "{inbox}");
+        assert!(inbox["rate_per_sec"].as_f64().is_some_and(|r| r > 0.0), "{inbox}");
         daemon.child.kill().unwrap(); // SIGKILL: no chance to clean up
         daemon.child.wait().unwrap();
         let at_kill = count(&store, "SELECT COUNT(*) FROM messages").await;

@@ -84,3 +84,61 @@ async fn the_daemon_notifies_ready_feeds_the_watchdog_and_says_stopping() {
     }
     assert!(rest.iter().any(|m| m.contains("STOPPING=1")), "{rest:?}");
 }
+
+/// ExecReload applies changed sections: [bcc_drop] and [outbound] restart only their own
+/// component (the account's IDLE connection stays), [sync] restarts the sync workers.
+#[tokio::test]
+async fn reload_applies_changed_sections_and_keeps_unchanged_idle_connections() {
+    let user = "rex@example.com";
+    let dovecot = Dovecot::start(&[(user, "pw-rex")]);
+    let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_config(d, db.url(), "");
+    let account = add_account(d, db.url(), &dovecot, user, "pw-rex");
+    let daemon = Daemon::start(d, db.url());
+    let store = db.store().await;
+    wait_initial_sync(&store, account, 2).await;
+    let idle_series = format!("mailsync_account_state{{account=\"{account}\",state=\"idle\"}}");
+    poll(SYNC_DEADLINE, "the account idling", || (metric(&daemon.metrics(), &idle_series) == Some(1.0)).then_some(()));
+    let connections = || metric(&daemon.metrics(), "mailsync_imap_connections_total").unwrap_or(0.0);
+    let before = connections();
+
+    let config_path = d.join("mailsync.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let old_drop_port = bcc_drop_port(&config);
+    let new_drop_port = free_port();
+    let edited = config.replace(&format!("127.0.0.1:{old_drop_port}"), &format!("127.0.0.1:{new_drop_port}"))
+        + "[outbound]\nmax_attempts = 7\n";
+    std::fs::write(&config_path, &edited).unwrap();
+    let hup = || Command::new("kill").arg("-HUP").arg(daemon.child.id().to_string()).status().unwrap();
+    hup();
+    poll(SYNC_DEADLINE, "[bcc_drop] and [outbound] applied", || {
+        let log = daemon.log();
+        (log.contains("reload: [bcc_drop] applied") && log.contains("reload: [smtp_relay]/[outbound] applied")).then_some(())
+    });
+    let banner = poll(SYNC_DEADLINE, "the listener on its new port", || smtp_banner(new_drop_port));
+    assert!(banner.starts_with("220 "), "{banner}");
+    assert!(smtp_banner(old_drop_port).is_none(), "the old port is closed");
+    dovecot.deliver(user, &message("a@b.example", user, "after reload", "after-reload@b.example", "x"));
+    wait_for_message(&store, "after-reload@b.example", SYNC_DEADLINE).await;
+    assert_eq!(connections(), before, "the IDLE connection was kept");
+
+    std::fs::write(&config_path, edited.replace("[sync]\n", "[sync]\nbatch_size = 77\n")).unwrap();
+    hup();
+    poll(SYNC_DEADLINE, "[sync] applied", || daemon.log().contains("reload: [sync] applied").then_some(()));
+    poll(SYNC_DEADLINE, "the worker reconnected", || (connections() > before).then_some(()));
+    dovecot.deliver(user, &message("a@b.example", user, "after sync reload", "after-sync-reload@b.example", "x"));
+    wait_for_message(&store, "after-sync-reload@b.example", SYNC_DEADLINE).await;
+    assert!(!daemon.log().contains("take effect at the next restart"), "{}", daemon.log());
+}
+
+/// The greeting of an SMTP server on the port, if one answers.
+fn smtp_banner(port: u16) -> Option<String> {
+    use std::io::BufRead;
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line).ok()?;
+    Some(line)
+}

@@ -227,7 +227,7 @@ pub async fn list_messages(State(state): State<AppState>, query: Result<Query<Me
 }
 
 pub async fn send_message(State(state): State<AppState>, payload: Result<Json<OutgoingInput>, JsonRejection>) -> ApiResult {
-    let entry = crate::outbound::enqueue(&state.store, &body(payload)?, &state.config).await?;
+    let entry = crate::outbound::enqueue(&state.store, &body(payload)?, &state.config()).await?;
     state.outbox.notify_one();
     Ok((StatusCode::ACCEPTED, Json(entry)).into_response())
 }
@@ -256,7 +256,7 @@ pub async fn show_outbox(State(state): State<AppState>, path: Result<Path<i64>, 
 
 async fn drop_address(state: AppState, path: Result<Path<String>, PathRejection>, rotate: bool) -> ApiResult {
     let user = user_path(path)?;
-    Ok(Json(state.store.drop_address(&user, &state.config.bcc_drop.domain, rotate).await?).into_response())
+    Ok(Json(state.store.drop_address(&user, &state.config().bcc_drop.domain, rotate).await?).into_response())
 }
 
 pub async fn show_drop_address(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult {
@@ -301,7 +301,7 @@ pub async fn add_user_address(
 
 /// Diagnoses an account step by step; 200 with the report whether or not it passed.
 pub async fn check_account(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
-    let report = crate::check::check_account(&state.store, &state.key, &state.config, id(path)?).await?;
+    let report = crate::check::check_account(&state.store, &state.key, &state.config(), id(path)?).await?;
     Ok(Json(report).into_response())
 }
 

@@ -31,7 +31,19 @@ pub struct AppState {
     pub relink: Arc<tokio::sync::Notify>,
     /// Wakes the sender after a request queued mail.
     pub outbox: Arc<tokio::sync::Notify>,
-    pub config: Arc<crate::config::Config>,
+    /// The running configuration; a reload replaces it.
+    pub config: Arc<std::sync::RwLock<Arc<crate::config::Config>>>,
+}
+
+impl AppState {
+    /// The configuration as of now (a reload may have replaced it since the last call).
+    pub fn config(&self) -> Arc<crate::config::Config> {
+        match self.config.read() {
+            Ok(config) => config.clone(),
+            // A writer panicked mid-swap; the Arc it held is still whole.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {

@@ -171,6 +171,8 @@ impl FolderSync {
             cursor.initial_sync_done = true;
             return self.commit(FetchedBatch::default(), cursor).await;
         }
+        self.settle().await?;
+        self.store.mark_backfill_started(self.folder.id).await?;
         let chunks: Vec<&[u32]> = uids.chunks(self.opts.batch_size.max(1)).collect();
         let last = chunks.len() - 1;
         for (i, chunk) in chunks.into_iter().enumerate() {

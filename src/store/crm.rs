@@ -311,6 +311,16 @@ impl Store {
     /// not duplicated. A handful of multi-row statements per 10,000 rows, so a million-row
     /// import takes seconds; linking their past mail is queued for the background.
     pub async fn import_contacts(&self, rows: Vec<NewPerson>) -> Result<ImportSummary> {
+        self.import_contacts_reporting(rows, |_, _| {}).await
+    }
+
+    /// [`Store::import_contacts`], calling `progress(rows handled, rows)` as it goes.
+    pub async fn import_contacts_reporting(
+        &self,
+        rows: Vec<NewPerson>,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<ImportSummary> {
+        let total = rows.len() as u64;
         let mut by_org: Vec<(String, String, Vec<NewPerson>)> = Vec::new();
         for (i, row) in rows.into_iter().enumerate() {
             let row = row.validate().map_err(|e| StoreError::Invalid(format!("row {}: {e}", i + 1)))?;
@@ -345,8 +355,9 @@ impl Store {
             }
             for chunk in fresh.chunks(10_000) {
                 insert_contacts(&mut tx, self.backend, &org, chunk, owner).await?;
+                summary.created += chunk.len() as u64;
+                progress(summary.created + summary.existing, total);
             }
-            summary.created += fresh.len() as u64;
         }
         tx.commit().await?;
         if summary.created >= 1_000 {

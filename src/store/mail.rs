@@ -42,6 +42,10 @@ pub struct Folder {
     pub synced_low_uid: i64,
     pub initial_sync_done: bool,
     pub server_messages: i64,
+    /// When the current backfill pass began (ms), 0 if never.
+    pub backfill_started_at: i64,
+    /// Messages accounted for (stored or skipped) when that pass began.
+    pub backfill_base: i64,
 }
 
 /// Where a folder's sync stands after a batch.
@@ -110,7 +114,7 @@ pub struct ThreadView {
 }
 
 const FOLDER_COLUMNS: &str = "id, account_id, role, name, uidvalidity, uidnext, highestmodseq, \
-    synced_high_uid, synced_low_uid, initial_sync_done, server_messages";
+    synced_high_uid, synced_low_uid, initial_sync_done, server_messages, backfill_started_at, backfill_base";
 
 impl Store {
     /// The folder of `role` for an account, created (or renamed) to `name`.
@@ -180,6 +184,21 @@ impl Store {
             .bind(folder_id)
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Records the start of a backfill pass with the messages already accounted for, the
+    /// baseline of the rate `status` reports.
+    pub async fn mark_backfill_started(&self, folder_id: i64) -> Result<()> {
+        sqlx::query(concat!(
+            "UPDATE folders SET backfill_started_at = $1, backfill_base = ",
+            "(SELECT COUNT(*) FROM message_locations WHERE folder_id = $2 AND removed_at = 0) + ",
+            "(SELECT COUNT(*) FROM skipped WHERE folder_id = $2) WHERE id = $2"
+        ))
+        .bind(now_ms())
+        .bind(folder_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -855,5 +874,7 @@ fn folder_from_row(row: &AnyRow) -> Result<Folder> {
         synced_low_uid: row.try_get("synced_low_uid")?,
         initial_sync_done: row.try_get::<i64, _>("initial_sync_done")? != 0,
         server_messages: row.try_get("server_messages")?,
+        backfill_started_at: row.try_get("backfill_started_at")?,
+        backfill_base: row.try_get("backfill_base")?,
     })
 }

@@ -11,6 +11,7 @@
 mod accounts;
 mod crm;
 mod contact_sync;
+mod copy;
 mod drop;
 mod links;
 mod mail;
@@ -20,6 +21,7 @@ mod stats;
 
 pub use accounts::*;
 pub use crm::*;
+pub use copy::{CopySummary, TableCount};
 pub use contact_sync::{ContactSyncConfig, CrmContact, SyncItem, SyncSettings};
 pub use drop::{DropAddress, DropDelivery, DropOutcome, DropReceipt, DropUser};
 pub use links::{LinkChange, LinkRequest, LinkTarget, LinkView, one_entity};

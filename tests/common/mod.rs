@@ -908,6 +908,11 @@ pub fn bcc_drop_config(dir: &Path, keys: &str) -> u16 {
     let path = dir.join("mailsync.toml");
     let config = std::fs::read_to_string(&path).expect("config").replace("[bcc_drop]\n", &format!("[bcc_drop]\n{keys}\n"));
     std::fs::write(&path, &config).expect("write config");
+    bcc_drop_port(&config)
+}
+
+/// The BCC-drop listener's port in a configuration `write_config` wrote.
+pub fn bcc_drop_port(config: &str) -> u16 {
     config
         .split("[bcc_drop]")
         .nth(1)
