@@ -606,23 +606,9 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             let timeout = std::time::Duration::from_secs(config.database.connect_timeout_secs);
             let target = crate::store::Store::connect(&to, 4, timeout).await?;
             target.migrate().await?;
-            let mut bar: Option<(String, crate::progress::ProgressBar)> = None;
-            let summary = source
-                .copy_into(&target, |table, done, total| {
-                    if bar.as_ref().is_none_or(|(t, _)| t != table) {
-                        if let Some((_, mut finished)) = bar.take() {
-                            finished.finish();
-                        }
-                        bar = Some((table.to_string(), crate::progress::ProgressBar::new(&format!("copying {table}"), total)));
-                    }
-                    if let Some((_, b)) = &mut bar {
-                        b.set(done, total);
-                    }
-                })
-                .await?;
-            if let Some((_, mut finished)) = bar.take() {
-                finished.finish();
-            }
+            let mut stages = crate::progress::Stages::default();
+            let summary = source.copy_into(&target, |table, done, total| stages.set(&format!("copying {table}"), done, total)).await?;
+            stages.finish();
             print(json.json, &summary, || {
                 let rows: i64 = summary.tables.iter().map(|t| t.rows).sum();
                 format!("copied {rows} rows in {} tables; now set [database] url to the target\n", summary.tables.len())
@@ -926,7 +912,10 @@ async fn contacts(command: ContactsCommand, config: &Config) -> anyhow::Result<(
             if !store.claim_contact_sync(sync.user_id, &format!("cli:{}", std::process::id()), 30 * 60 * 1000, true).await? {
                 anyhow::bail!("a daemon is running {user}'s contacts sync right now; try again in a moment");
             }
-            let report = crate::contacts::sync_now(&store, &key, &sync).await?;
+            let mut stages = crate::progress::Stages::default();
+            let report = crate::contacts::sync_now(&store, &key, &sync, &mut |stage, done, total| stages.set(stage, done, total)).await;
+            stages.finish();
+            let report = report?;
             print(json.json, &report, || format!("{report:#?}\n"))
         }
         ContactsCommand::Status { user, json } => {

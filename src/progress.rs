@@ -52,6 +52,31 @@ impl ProgressBar {
     }
 }
 
+/// A bar per stage of a command (a table copied, a phase of a sync): a new stage ends
+/// the previous stage's bar.
+#[derive(Default)]
+pub struct Stages {
+    current: Option<(String, ProgressBar)>,
+}
+
+impl Stages {
+    pub fn set(&mut self, stage: &str, done: u64, total: u64) {
+        if self.current.as_ref().is_none_or(|(name, _)| name != stage) {
+            self.finish();
+            self.current = Some((stage.to_string(), ProgressBar::new(stage, total)));
+        }
+        if let Some((_, bar)) = &mut self.current {
+            bar.set(done, total);
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some((_, mut bar)) = self.current.take() {
+            bar.finish();
+        }
+    }
+}
+
 /// `importing [#########-----]  60% 6000/10000 1500/s ETA 3s`
 fn render(label: &str, done: u64, total: u64, elapsed: Duration) -> String {
     let share = if total == 0 { 1.0 } else { (done as f64 / total as f64).min(1.0) };

@@ -25,6 +25,8 @@ async fn schemathesis_finds_no_server_error() {
         .args(["-H", &format!("Authorization: Bearer {}", daemon.token)])
         .args(["--checks", "not_a_server_error", "--max-examples", "25", "--seed", "1", "--request-timeout", "30"])
         .env("NO_COLOR", "1")
+        // Its cache (.schemathesis/) goes to the test's directory, not the source tree.
+        .current_dir(d)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {schemathesis} (scripts/install-test-deps installs it): {e}"));
     let report = String::from_utf8_lossy(&out.stdout);

@@ -171,7 +171,12 @@ struct Run<'a, R: Remote> {
 }
 
 /// Runs one sync; returns the report and the token to store.
-pub async fn run<R: Remote>(store: &Store, remote: &mut R, config: &ContactSyncConfig) -> Result<(Report, String), SyncError> {
+pub async fn run<R: Remote>(
+    store: &Store,
+    remote: &mut R,
+    config: &ContactSyncConfig,
+    progress: super::Progress<'_>,
+) -> Result<(Report, String), SyncError> {
     let region = if config.settings.default_region.is_empty() { "US".to_string() } else { config.settings.default_region.clone() };
     let items = store.sync_items(config.user_id).await?;
     let contacts: HashMap<i64, CrmContact> = store.org_contacts(config.org_id).await?.into_iter().map(|c| (c.id, c)).collect();
@@ -236,7 +241,11 @@ pub async fn run<R: Remote>(store: &Store, remote: &mut R, config: &ContactSyncC
             wanted.push(item.remote_id.clone());
         }
     }
-    let mut cards = if wanted.is_empty() { Vec::new() } else { run.remote.fetch(&wanted).await? };
+    let mut cards = Vec::with_capacity(wanted.len());
+    for ids in wanted.chunks(BATCH) {
+        cards.extend(run.remote.fetch(ids).await?);
+        progress("fetching", cards.len() as u64, wanted.len() as u64);
+    }
     // In id order, whatever order the server answers in: of two cards claiming one UID,
     // the same one is linked every run and the other flagged.
     cards.sort_by(|a, b| a.id.cmp(&b.id));
@@ -250,7 +259,9 @@ pub async fn run<R: Remote>(store: &Store, remote: &mut R, config: &ContactSyncC
     // the id themselves show our uid in the contact).
     let mut unconfirmed: HashMap<String, &SyncItem> =
         by_remote.values().filter(|i| i.state == CREATING && !i.remote_uid.is_empty()).map(|i| (i.remote_uid.clone(), i)).collect();
-    for card in cards {
+    let fetched_count = cards.len() as u64;
+    for (done, card) in cards.into_iter().enumerate() {
+        progress("reconciling", done as u64 + 1, fetched_count);
         match by_remote.get(&card.id) {
             // Unreadable or blank: linked to nothing, imported as nothing.
             _ if card.fields.is_empty() => {}
@@ -310,8 +321,9 @@ pub async fn run<R: Remote>(store: &Store, remote: &mut R, config: &ContactSyncC
             };
             new.push(NewContact { planned_id, uid, contact_id: id, fields: contact.fields.canonical(&run.region) });
         }
-        for batch in new.chunks(BATCH) {
+        for (i, batch) in new.chunks(BATCH).enumerate() {
             run.create_remote(batch).await?;
+            progress("creating", (i * BATCH + batch.len()) as u64, new.len() as u64);
         }
         run.flush_updates().await?;
     }

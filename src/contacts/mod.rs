@@ -130,9 +130,12 @@ fn choice<T: serde::de::DeserializeOwned>(what: &str, value: &str) -> Result<T, 
         .map_err(|_| crate::store::StoreError::Invalid(format!("{what}: {value:?} is not one of the choices")))
 }
 
+/// Told `(stage, done, total)` as a sync goes (the CLI draws it).
+pub type Progress<'a> = &'a mut (dyn FnMut(&str, u64, u64) + Send);
+
 /// Runs `config`'s sync now and records the outcome (counts, or the error) in the store.
-pub async fn sync_now(store: &Store, key: &Arc<MasterKey>, config: &ContactSyncConfig) -> Result<Report, SyncError> {
-    let outcome = sync_with_provider(store, key, config).await;
+pub async fn sync_now(store: &Store, key: &Arc<MasterKey>, config: &ContactSyncConfig, progress: Progress<'_>) -> Result<Report, SyncError> {
+    let outcome = sync_with_provider(store, key, config, progress).await;
     let (token, result, error) = match &outcome {
         Ok((report, token)) => (Some(token.as_str()), serde_json::to_value(report).unwrap_or_default(), String::new()),
         Err(e) => (None, config.last_result.clone(), e.to_string()),
@@ -153,7 +156,12 @@ pub async fn sync_now(store: &Store, key: &Arc<MasterKey>, config: &ContactSyncC
 /// Google's People API; tests point a configuration's `url` at a local fake.
 pub const GOOGLE_API: &str = "https://people.googleapis.com";
 
-async fn sync_with_provider(store: &Store, key: &Arc<MasterKey>, config: &ContactSyncConfig) -> Result<(Report, String), SyncError> {
+async fn sync_with_provider(
+    store: &Store,
+    key: &Arc<MasterKey>,
+    config: &ContactSyncConfig,
+    progress: Progress<'_>,
+) -> Result<(Report, String), SyncError> {
     let failed = |message: String, transient: bool| SyncError::Remote(RemoteError::Failed { message, transient });
     let s = &config.settings;
     match config.provider.as_str() {
@@ -163,7 +171,7 @@ async fn sync_with_provider(store: &Store, key: &Arc<MasterKey>, config: &Contac
                 .await
                 .map_err(RemoteError::from)?;
             let mut book = carddav::CardDavBook { dav, name: s.address_book.clone() };
-            engine::run(store, &mut book, config).await
+            engine::run(store, &mut book, config, progress).await
         }
         "google" => {
             // The user's Google mail account's OAuth grant (it needs the contacts scope).
@@ -176,7 +184,7 @@ async fn sync_with_provider(store: &Store, key: &Arc<MasterKey>, config: &Contac
                 .map_err(|e| failed(e.to_string(), e.is_transient()))?;
             let base = if s.url.is_empty() { GOOGLE_API } else { s.url.as_str() };
             let mut people = google::GooglePeople::connect(base, tokens, &s.address_book, HTTP_TIMEOUT).await?;
-            engine::run(store, &mut people, config).await
+            engine::run(store, &mut people, config, progress).await
         }
         other => Err(failed(format!("unknown provider {other}"), false)),
     }
@@ -195,7 +203,7 @@ pub async fn run_scheduler(store: Store, key: Arc<MasterKey>, owner: String, pol
                     }
                     match store.claim_contact_sync(config.user_id, &owner, LEASE.as_millis() as i64, false).await {
                         Ok(true) => {
-                            let _ = sync_now(&store, &key, &config).await;
+                            let _ = sync_now(&store, &key, &config, &mut |_, _, _| {}).await;
                         }
                         Ok(false) => {}
                         Err(e) => tracing::warn!(user = %config.user, error = %e, "contacts sync: cannot claim"),

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use async_imap::types::Mailbox;
 
-use super::connection::{Connection, MailboxNews, drain_unsolicited};
+use super::connection::{Connection, drain_unsolicited};
 use super::error::{ErrorClass, SyncError};
 use super::fetch::{FetchedBatch, fetch_batch};
 use crate::ingest::{self, Screen};
@@ -42,6 +42,10 @@ pub struct FolderSync {
     /// The server reported an expunge (in any response, to any command) that is not
     /// reconciled yet.
     expunge_seen: bool,
+    /// The server announced new mail (EXISTS) since the last search for it. It does not
+    /// repeat an announcement, so one that arrives with another command's responses must
+    /// not be lost, or the mail would wait for the next one.
+    exists_seen: bool,
 }
 
 impl FolderSync {
@@ -81,7 +85,7 @@ impl FolderSync {
         folder.server_messages = exists;
         folder.uidnext = uidnext;
         folder.highestmodseq = modseq;
-        let mut sync = FolderSync { store: store.clone(), org_id, folder, opts, commands: 1, stored: 0, pending: None, expunge_seen: false };
+        let mut sync = FolderSync { store: store.clone(), org_id, folder, opts, commands: 1, stored: 0, pending: None, expunge_seen: false, exists_seen: false };
 
         let unchanged = sync.folder.initial_sync_done
             && uidnext == sync.folder.synced_high_uid + 1
@@ -98,7 +102,7 @@ impl FolderSync {
         if sync.expunge_seen && sync.folder.initial_sync_done {
             sync.reconcile_expunges(conn).await?;
         }
-        sync.settle().await?;
+        sync.catch_up(conn).await?;
         Ok(sync)
     }
 
@@ -109,15 +113,23 @@ impl FolderSync {
         if self.expunge_seen {
             self.reconcile_expunges(conn).await?;
         }
+        self.catch_up(conn).await
+    }
+
+    /// Fetches mail announced while the last commands ran, then waits for the last commit.
+    async fn catch_up(&mut self, conn: &mut Connection) -> Result<(), SyncError> {
+        while self.exists_seen && self.started() {
+            self.fetch_new(conn).await?;
+        }
         self.settle().await
     }
 
     /// Reads the unsolicited responses that arrived with the last command and remembers
     /// what they announced. Dropping them would lose expunges reported mid-command.
-    fn absorb(&mut self, conn: &Connection) -> MailboxNews {
+    fn absorb(&mut self, conn: &Connection) {
         let news = drain_unsolicited(&conn.session);
         self.expunge_seen |= news.expunged;
-        news
+        self.exists_seen |= news.exists.is_some();
     }
 
     fn started(&self) -> bool {
@@ -130,6 +142,8 @@ impl FolderSync {
             return Ok(());
         }
         let high = self.folder.synced_high_uid;
+        // This search sees everything announced so far.
+        self.exists_seen = false;
         let found = conn.session.uid_search(format!("UID {}:*", high + 1)).await?;
         self.commands += 1;
         self.absorb(conn);
@@ -183,7 +197,8 @@ impl FolderSync {
             cursor.initial_sync_done = i == last;
             self.commit(batch, cursor).await?;
             // Mail that arrives during a long backfill is stored before older mail.
-            if self.absorb(conn).exists.is_some() {
+            self.absorb(conn);
+            if self.exists_seen {
                 self.fetch_new(conn).await?;
             }
         }
