@@ -76,7 +76,6 @@ pub async fn run(mut config: Config, config_path: Option<std::path::PathBuf>) ->
             })
             .await
     });
-    let checkpoint_task = tokio::spawn(store.clone().run_wal_checkpoints(Duration::from_millis(250), stop_rx.clone()));
     let watchdog_task = systemd::watchdog_interval().map(|every| {
         tokio::spawn(watchdog(store.clone(), every, stop_rx.clone()))
     });
@@ -114,7 +113,6 @@ pub async fn run(mut config: Config, config_path: Option<std::path::PathBuf>) ->
     relinker_task.abort();
     // A sync cut short is replayed from its stored token by the next run.
     contacts_task.abort();
-    let _ = checkpoint_task.await;
     if let Some(task) = watchdog_task {
         task.abort();
     }

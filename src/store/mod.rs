@@ -92,9 +92,6 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite's URL as given to sqlx, for a connection outside the pool (a PostgreSQL
-    /// URL, which may hold a password, is not kept).
-    sqlite_url: Option<String>,
 }
 
 impl Store {
@@ -154,8 +151,7 @@ impl Store {
             });
         }
         let pool = options.connect(&url).await.map_err(|e| connect_err(one_line(&e)))?;
-        let sqlite_url = (backend == Backend::Sqlite).then_some(url);
-        Ok(Store { pool, backend, sqlite_url })
+        Ok(Store { pool, backend })
     }
 
     /// Applies pending migrations of this backend's dialect.
@@ -194,32 +190,6 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
-    }
-
-    /// SQLite: copies the WAL into the database file from a connection of its own, on
-    /// another thread than the writers', until `stop`. Without it the connection whose
-    /// commit crosses the automatic checkpoint threshold does the copy inside its commit
-    /// (a tenth of a bulk sync's commit time was spent so). PASSIVE never blocks a writer;
-    /// the automatic checkpoint stays as the fallback.
-    pub async fn run_wal_checkpoints(self, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let Some(url) = &self.sqlite_url else { return };
-        let mut conn = match AnyConnection::connect(url).await {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(error = %one_line(&e), "no WAL checkpoint connection; SQLite checkpoints in its writers");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.wait_for(|s| *s) => break,
-            }
-            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut conn).await {
-                tracing::debug!(error = %e, "WAL checkpoint failed; retrying");
-            }
-        }
-        let _ = conn.close().await;
     }
 }
 
