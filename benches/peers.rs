@@ -367,7 +367,7 @@ async fn run_mailsync(dovecot: &Dovecot, user: &str, backend: &str, expected_sto
     // BENCH_PERF=FILE records a CPU profile of the daemon during the sync (perf(1)).
     let mut perf = std::env::var("BENCH_PERF").ok().map(|out| {
         Command::new("perf")
-            .args(["record", "-F", "999", "-g", "-o", &out, "-p", &daemon.child.id().to_string()])
+            .args(["record", "-F", "250", "--call-graph", "dwarf,32768", "-o", &out, "-p", &daemon.child.id().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
