@@ -125,7 +125,7 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum ContactsCommand {
     /// Set (or replace) a user's contacts sync.
-    Configure(ContactsConfigureArgs),
+    Configure(Box<ContactsConfigureArgs>),
     /// Run a user's sync now and print what it did.
     Sync {
         #[arg(long)]

@@ -212,7 +212,7 @@ async fn relayed_mail_is_stored_linked_and_the_synced_sent_copy_is_the_same_mess
         assert!(!linked.to_string().contains("@drop.test"), "{tag}: {linked}");
 
         // The same message appears in Alice's synced Sent folder: still one message.
-        dovecot.write_maildir(ALICE, ".Sent", &[raw.clone()]);
+        dovecot.write_maildir(ALICE, ".Sent", std::slice::from_ref(&raw));
         wait_in_sent_folder(&store, stored).await;
         assert_eq!(stored_count(&db, &message_id).await, 1, "{tag}");
     }

@@ -124,6 +124,17 @@ async fn reload_applies_changed_sections_and_keeps_unchanged_idle_connections() 
     wait_for_message(&store, "after-reload@b.example", SYNC_DEADLINE).await;
     assert_eq!(connections(), before, "the IDLE connection was kept");
 
+    // A listen address that is taken: reported, and the listener goes on where it was.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = squatter.local_addr().unwrap().port();
+    std::fs::write(&config_path, edited.replace(&format!("127.0.0.1:{new_drop_port}"), &format!("127.0.0.1:{taken}"))).unwrap();
+    hup();
+    poll(SYNC_DEADLINE, "the refusal reported", || daemon.log().contains("reload: [bcc_drop] not applied").then_some(()));
+    let banner = poll(SYNC_DEADLINE, "the listener back on its port", || smtp_banner(new_drop_port));
+    assert!(banner.starts_with("220 "), "{banner}");
+    drop(squatter);
+    std::fs::write(&config_path, &edited).unwrap();
+
     std::fs::write(&config_path, edited.replace("[sync]\n", "[sync]\nbatch_size = 77\n")).unwrap();
     hup();
     poll(SYNC_DEADLINE, "[sync] applied", || daemon.log().contains("reload: [sync] applied").then_some(()));

@@ -282,7 +282,7 @@ impl Intake {
             return Err(refuse(format!("{} ({} recipients)", skip.as_str(), skip.recipients())));
         }
         let own = |address: &str| {
-            crate::address::normalize_email(address).is_ok_and(|a| user.addresses.iter().any(|own| *own == a))
+            crate::address::normalize_email(address).is_ok_and(|a| user.addresses.contains(&a))
         };
         let from = header_from(parsed);
         let [from] = from.as_slice() else {

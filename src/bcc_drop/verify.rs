@@ -28,7 +28,7 @@ pub enum AuthVerdict {
 }
 
 pub enum Verifier {
-    Dns { authenticator: MessageAuthenticator, hostname: String },
+    Dns { authenticator: Box<MessageAuthenticator>, hostname: String },
     TrustedMta { authserv_id: String },
 }
 
@@ -59,7 +59,7 @@ impl Verifier {
             MessageAuthenticator::new(ResolverConfig::from_parts(None, vec![], name_servers), ResolverOpts::default())
         }
         .map_err(|e| format!("cannot set up DNS resolution for DKIM/SPF/DMARC: {e}"))?;
-        Ok(Verifier::Dns { authenticator, hostname: hostname.to_string() })
+        Ok(Verifier::Dns { authenticator: Box::new(authenticator), hostname: hostname.to_string() })
     }
 
     /// Checks `raw`, whose single From address is in `from_domain`.

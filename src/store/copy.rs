@@ -12,7 +12,7 @@ use super::{Backend, Result, Store, StoreError};
 
 /// Rows read and written per statement (fewer for wide tables: PostgreSQL takes at most
 /// 65,535 parameters, and message bodies make rows large).
-const PAGE_ROWS: usize = 500;
+const PAGE_ROWS: usize = 200;
 const MAX_PARAMS: usize = 30_000;
 
 /// Rows copied per table, in copy order.
