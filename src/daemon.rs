@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::outbound::sender::SenderContext;
 use crate::secrets::MasterKey;
 use crate::store::Store;
 use crate::supervisor::Supervisor;
@@ -170,10 +171,14 @@ impl Services {
     }
 
     fn start_sender(&mut self, config: &Config) -> anyhow::Result<()> {
-        let sender = Arc::new(crate::outbound::sender::SenderContext::new(self.store.clone(), self.key.clone(), config)?);
-        let wake = self.outbox.clone();
-        self.sender = Some(Task::spawn("sender", |stop| crate::outbound::sender::run(sender, wake, stop)));
+        let sender = SenderContext::new(self.store.clone(), self.key.clone(), config)?;
+        self.spawn_sender(sender);
         Ok(())
+    }
+
+    fn spawn_sender(&mut self, sender: SenderContext) {
+        let (sender, wake) = (Arc::new(sender), self.outbox.clone());
+        self.sender = Some(Task::spawn("sender", |stop| crate::outbound::sender::run(sender, wake, stop)));
     }
 
     async fn start_bcc_drop(&mut self, config: &Config) -> anyhow::Result<()> {
@@ -227,14 +232,13 @@ async fn reload(running: &mut Config, path: Option<&std::path::Path>, services: 
     }
     if new.smtp_relay != running.smtp_relay || new.outbound != running.outbound {
         // Built before the running sender stops: a bad relay setting keeps the old one.
-        match crate::outbound::sender::SenderContext::new(services.store.clone(), services.key.clone(), &new) {
+        match SenderContext::new(services.store.clone(), services.key.clone(), &new) {
             Err(e) => tracing::error!(error = %e, "reload: [smtp_relay]/[outbound] not applied"),
             Ok(sender) => {
                 if let Some(task) = services.sender.take() {
                     task.stop().await;
                 }
-                let (sender, wake) = (Arc::new(sender), services.outbox.clone());
-                services.sender = Some(Task::spawn("sender", |stop| crate::outbound::sender::run(sender, wake, stop)));
+                services.spawn_sender(sender);
                 running.smtp_relay = new.smtp_relay.clone();
                 running.outbound = new.outbound.clone();
                 tracing::info!("reload: [smtp_relay]/[outbound] applied; sender restarted");

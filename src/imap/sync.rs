@@ -118,8 +118,11 @@ impl FolderSync {
 
     /// Fetches mail announced while the last commands ran, then waits for the last commit.
     async fn catch_up(&mut self, conn: &mut Connection) -> Result<(), SyncError> {
+        // A server may also repeat EXISTS without new mail: a search that finds none ends it.
         while self.exists_seen && self.started() {
-            self.fetch_new(conn).await?;
+            if self.fetch_new(conn).await? == 0 {
+                break;
+            }
         }
         self.settle().await
     }
@@ -136,10 +139,10 @@ impl FolderSync {
         self.folder.initial_sync_done || self.folder.synced_high_uid > 0
     }
 
-    /// Fetches every UID above the cursor, oldest first.
-    async fn fetch_new(&mut self, conn: &mut Connection) -> Result<(), SyncError> {
+    /// Fetches every UID above the cursor, oldest first; returns how many there were.
+    async fn fetch_new(&mut self, conn: &mut Connection) -> Result<usize, SyncError> {
         if !self.started() {
-            return Ok(());
+            return Ok(0);
         }
         let high = self.folder.synced_high_uid;
         // This search sees everything announced so far.
@@ -157,7 +160,7 @@ impl FolderSync {
             cursor.server_messages = cursor.server_messages.max(self.folder.server_messages);
             self.commit(batch, cursor).await?;
         }
-        Ok(())
+        Ok(uids.len())
     }
 
     /// First sync: everything below the cursor, newest first, in batches.
