@@ -70,10 +70,7 @@ pub async fn render(store: &Store) -> Result<String> {
     for (account, state) in &snapshot.account_states {
         let _ = writeln!(out, "mailsync_account_state{{account=\"{account}\",state=\"{state}\"}} 1");
     }
-    family(&mut out, "mailsync_messages_stored", "gauge", "Messages in the store, by source");
-    for (source, n) in &snapshot.messages_by_source {
-        let _ = writeln!(out, "mailsync_messages_stored{{source=\"{source}\"}} {n}");
-    }
+    gauge_by(&mut out, "mailsync_messages_stored", "Messages in the store, by source", "source", &snapshot.messages_by_source);
     family(&mut out, "mailsync_messages_skipped", "gauge", "Messages skipped by the ingest screen");
     let _ = writeln!(out, "mailsync_messages_skipped {}", snapshot.skipped);
     family(&mut out, "mailsync_imap_connections_total", "counter", "IMAP sessions opened since start");
@@ -90,14 +87,9 @@ pub async fn render(store: &Store) -> Result<String> {
     let _ = writeln!(out, "mailsync_push_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
     let _ = writeln!(out, "mailsync_push_latency_seconds_sum {}", c.push_sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
     let _ = writeln!(out, "mailsync_push_latency_seconds_count {count}");
-    family(&mut out, "mailsync_outbox_messages", "gauge", "Outgoing messages, by status");
-    for (status, n) in &snapshot.outbox_by_status {
-        let _ = writeln!(out, "mailsync_outbox_messages{{status=\"{status}\"}} {n}");
-    }
-    family(&mut out, "mailsync_bcc_drop_messages", "gauge", "Messages received by the BCC-drop listener, by outcome");
-    for (outcome, n) in &snapshot.drops_by_outcome {
-        let _ = writeln!(out, "mailsync_bcc_drop_messages{{outcome=\"{outcome}\"}} {n}");
-    }
+    gauge_by(&mut out, "mailsync_outbox_messages", "Outgoing messages, by status", "status", &snapshot.outbox_by_status);
+    let drops_help = "Messages received by the BCC-drop listener, by outcome";
+    gauge_by(&mut out, "mailsync_bcc_drop_messages", drops_help, "outcome", &snapshot.drops_by_outcome);
     family(&mut out, "mailsync_contacts_sync_last_run_timestamp_seconds", "gauge", "End of each user's last contacts sync");
     for s in &snapshot.contact_syncs {
         let _ = writeln!(out, "mailsync_contacts_sync_last_run_timestamp_seconds{{user=\"{}\"}} {}", s.user_id, s.last_sync_at as f64 / 1000.0);
@@ -119,4 +111,12 @@ pub async fn render(store: &Store) -> Result<String> {
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A gauge family with one series per value of `label`.
+fn gauge_by(out: &mut String, name: &str, help: &str, label: &str, values: &[(String, i64)]) {
+    family(out, name, "gauge", help);
+    for (value, n) in values {
+        let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+    }
 }

@@ -19,13 +19,6 @@ use common::*;
 
 const UNIT: &str = "/usr/lib/systemd/system/mailsync.service";
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{cmd:?} failed ({}):\n{text}", out.status);
-    text
-}
-
 /// `Key=value` lines of the installed unit's `[Service]` section (repeated keys kept).
 fn unit_settings(text: &str) -> HashMap<String, Vec<String>> {
     let mut settings: HashMap<String, Vec<String>> = HashMap::new();
@@ -52,7 +45,7 @@ fn the_debian_package_installs_runs_and_purges() {
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
     // The test binary (dev profile) is packaged, so the suite builds nothing twice; a
     // release package is the same command without `--no-build --profile dev`.
-    run(Command::new("cargo")
+    ok(Command::new("cargo")
         .args(["deb", "--no-build", "--profile", "dev", "--fast", "--quiet", "--manifest-path", manifest, "--output"])
         .arg(out.path()));
     let deb = std::fs::read_dir(out.path())
@@ -62,7 +55,7 @@ fn the_debian_package_installs_runs_and_purges() {
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .expect("cargo deb wrote a .deb");
 
-    let contents = run(Command::new("dpkg-deb").arg("--contents").arg(&deb));
+    let contents = ok(Command::new("dpkg-deb").arg("--contents").arg(&deb));
     for file in [
         "./usr/bin/mailsync",
         "./usr/lib/systemd/system/mailsync.service",
@@ -74,20 +67,20 @@ fn the_debian_package_installs_runs_and_purges() {
         assert!(contents.lines().any(|l| l.ends_with(file)), "{file} missing from the package:\n{contents}");
     }
     // An operator's edits survive upgrades.
-    let conffiles = run(Command::new("dpkg-deb").arg("--info").arg(&deb).arg("conffiles"));
+    let conffiles = ok(Command::new("dpkg-deb").arg("--info").arg(&deb).arg("conffiles"));
     assert_eq!(conffiles.trim(), "/etc/mailsync/mailsync.toml");
 
-    run(Command::new("dpkg").arg("-i").arg(&deb));
+    ok(Command::new("dpkg").arg("-i").arg(&deb));
     let installed = Installed;
 
     // What postinst left: the user, secrets readable by the service's group only.
-    run(Command::new("getent").args(["passwd", "mailsync"]));
+    ok(Command::new("getent").args(["passwd", "mailsync"]));
     let key = std::fs::read_to_string("/etc/mailsync/master.key").unwrap();
     assert_eq!(key.trim().len(), 64, "a 32-byte hex master key");
     let token = std::fs::read_to_string("/etc/mailsync/api-tokens").unwrap().trim().to_string();
     assert!(token.len() >= 32);
     for file in ["/etc/mailsync/master.key", "/etc/mailsync/api-tokens", "/etc/mailsync/mailsync.toml"] {
-        let ls = run(Command::new("stat").args(["-c", "%a %U %G"]).arg(file));
+        let ls = ok(Command::new("stat").args(["-c", "%a %U %G"]).arg(file));
         assert_eq!(ls.trim(), "640 root mailsync", "{file}");
     }
 
@@ -99,19 +92,19 @@ fn the_debian_package_installs_runs_and_purges() {
     let workdir = one("WorkingDirectory");
     assert_eq!(workdir, format!("/var/lib/{}", one("StateDirectory")), "the state directory is the working directory");
     // StateDirectory=: created and owned by the service user.
-    run(Command::new("install").args(["-d", "-m", "0700", "-o", &user, "-g", &user, &workdir]));
+    ok(Command::new("install").args(["-d", "-m", "0700", "-o", &user, "-g", &user, &workdir]));
     // LoadCredential=: copies in a directory only the service user reads.
     let creds = tempfile::Builder::new().prefix("mailsync-creds").tempdir_in("/run").unwrap();
     for credential in unit.get("LoadCredential").expect("LoadCredential= in the unit") {
         let (name, source) = credential.split_once(':').unwrap();
         std::fs::copy(source, creds.path().join(name)).unwrap();
     }
-    run(Command::new("chown").args(["-R", &user]).arg(creds.path()));
+    ok(Command::new("chown").args(["-R", &user]).arg(creds.path()));
     let notify_dir = tempfile::Builder::new().prefix("mailsync-notify").tempdir_in("/run").unwrap();
     let notify_path = notify_dir.path().join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    run(Command::new("chown").args(["-R", &user]).arg(notify_dir.path()));
+    ok(Command::new("chown").args(["-R", &user]).arg(notify_dir.path()));
 
     let api_port = free_port();
     let drop_port = free_port();
@@ -153,11 +146,11 @@ fn the_debian_package_installs_runs_and_purges() {
     let (code, _) = http(api_port, "GET", "/v1/status", Some("wrong"), None).unwrap();
     assert_eq!(code, 401);
     // The store is where the packaged configuration puts it, owned by the service user.
-    let owner = run(Command::new("stat").args(["-c", "%U"]).arg("/var/lib/mailsync/mailsync.db"));
+    let owner = ok(Command::new("stat").args(["-c", "%U"]).arg("/var/lib/mailsync/mailsync.db"));
     assert_eq!(owner.trim(), user);
     // The installed CLI, run as the service user with the packaged configuration, reads
     // the same store and key as the daemon.
-    let status = run(Command::new("setpriv")
+    let status = ok(Command::new("setpriv")
         .args(["--reuid", &user, "--regid", &user, "--init-groups", "--", "/usr/bin/mailsync", "--config", "/etc/mailsync/mailsync.toml"])
         .args(["status", "--json"])
         .current_dir("/"));

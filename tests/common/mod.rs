@@ -943,7 +943,7 @@ pub struct Output {
 }
 
 pub fn output(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run mailsync");
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
