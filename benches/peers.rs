@@ -175,6 +175,7 @@ async fn initial_sync_figures(args: &Args, rows: &mut Vec<Row>) {
 
     let mut mbsync_best = f64::MAX;
     let mut mbsync_rss = 0u64;
+    let mut fetch_only_best = f64::MAX;
     let mut best: Vec<(&'static str, SyncRun)> = Vec::new();
     let backends: Vec<&'static str> =
         if args.figures.contains(&5) { vec!["sqlite", "postgres"] } else { vec!["sqlite"] };
@@ -186,6 +187,10 @@ async fn initial_sync_figures(args: &Args, rows: &mut Vec<Row>) {
             mbsync_best = secs;
             mbsync_rss = rss;
         }
+        cold_dovecot_index(&mut dovecot, &[USER]);
+        let secs = fetch_only(&dovecot, USER).await;
+        eprintln!("run {run}: fetch and parse only {secs:.2} s");
+        fetch_only_best = fetch_only_best.min(secs);
         for backend in &backends {
             cold_dovecot_index(&mut dovecot, &[USER]);
             let result = run_mailsync(&dovecot, USER, backend, expected_stored).await;
@@ -197,6 +202,15 @@ async fn initial_sync_figures(args: &Args, rows: &mut Vec<Row>) {
             }
         }
     }
+    rows.push(Row {
+        figure: "1".into(),
+        metric: format!("fetch and parse only (no store), {} messages", args.messages),
+        mailsync: fetch_only_best,
+        peer: Some(("mbsync".into(), mbsync_best)),
+        unit: "s",
+        goal: "floor of the initial sync".into(),
+        met: None,
+    });
     for (backend, r) in &best {
         let figure = if *backend == "sqlite" { "1" } else { "5" };
         rows.push(Row {
@@ -269,6 +283,47 @@ async fn initial_sync_figures(args: &Args, rows: &mut Vec<Row>) {
             r.met = Some(same);
         }
     }
+}
+
+/// The initial sync's IMAP side alone: the daemon's own connection, batch fetch and
+/// parsing code on both folders at once, with the results dropped instead of stored.
+/// Its time is the floor for the initial sync on this machine and server.
+async fn fetch_only(dovecot: &Dovecot, user: &str) -> f64 {
+    use mailsync::imap::connection::{Credential, ServerSettings, connect};
+    let settings = ServerSettings {
+        host: "localhost".into(),
+        port: dovecot.imaps_port,
+        tls: mailsync::store::TlsMode::Implicit,
+        tls_connector: mailsync::net::tls::connector(Some(&certs().ca)).expect("CA file"),
+        username: user.into(),
+        connect_timeout: Duration::from_secs(10),
+        io_timeout: Duration::from_secs(120),
+    };
+    let defaults = mailsync::config::SyncConfig::default();
+    let screen = mailsync::ingest::Screen { max_recipients: defaults.max_recipients };
+    let started = Instant::now();
+    let folders = ["INBOX", "Sent"].map(|folder| {
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            let mut conn = connect(&settings, &Credential::Password(mailsync::secrets::Secret::new(PASSWORD))).await.expect("login");
+            conn.session.select(folder).await.expect("select");
+            let mut uids: Vec<u32> = conn.session.uid_search("ALL").await.expect("search").into_iter().collect();
+            uids.sort_unstable_by(|a, b| b.cmp(a));
+            let mut fetched = 0;
+            for chunk in uids.chunks(defaults.batch_size as usize) {
+                let batch = mailsync::imap::fetch::fetch_batch(&mut conn.session, chunk, &screen, defaults.max_text_bytes)
+                    .await
+                    .expect("fetch");
+                fetched += batch.messages.len() + batch.skipped.len();
+            }
+            assert_eq!(fetched, uids.len(), "{folder}: every message fetched");
+            let _ = conn.session.logout().await;
+        })
+    });
+    for folder in folders {
+        folder.await.expect("fetch task");
+    }
+    started.elapsed().as_secs_f64()
 }
 
 /// Makes Dovecot forget its index and cache (UIDs stay), so every peer starts cold.
