@@ -309,3 +309,42 @@ async fn records_created_later_link_past_mail_within_seconds() {
         assert_eq!(count(&store, "SELECT COUNT(*) FROM leads").await, 1, "{tag}: no lead for the internal pat@acme.example");
     }
 }
+
+/// PostgreSQL's planner needs current statistics while an initial sync grows the tables
+/// (with a near-empty table's statistics it hashed whole tables per batch). The daemon
+/// analyzes the ingest tables itself; autovacuum's runs are recorded separately
+/// (`last_autoanalyze`), so `last_analyze` shows the daemon's.
+#[tokio::test]
+async fn a_bulk_sync_on_postgres_refreshes_the_planner_statistics() {
+    let user = "bulk@example.com";
+    let dovecot = Dovecot::start(&[(user, "pw-bulk")]);
+    let mail: Vec<String> =
+        (0..1_200).map(|i| message("x@y.example", user, "bulk", &format!("bulk-{i}@y.example"), "x")).collect();
+    dovecot.write_maildir(user, "", &mail);
+    let db = TestDb::postgres();
+    let dir = tempfile::tempdir().unwrap();
+    let account = add_account(dir.path(), db.url(), &dovecot, user, "pw-bulk");
+    let _daemon = Daemon::start(dir.path(), db.url());
+    let store = db.store().await;
+    wait_initial_sync(&store, account, 2).await;
+    let analyzed = || async {
+        sqlx::query_scalar::<_, bool>("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'messages'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+    };
+    // PostgreSQL publishes its change counters about a second late, so the last batch of
+    // the initial sync may not have seen them: each later message is another chance.
+    let mut next = 0;
+    poll_async(Duration::from_secs(60), "statistics of messages refreshed", || {
+        next += 1;
+        let id = format!("late-{next}@y.example");
+        dovecot.deliver(user, &message("x@y.example", user, "late", &id, "x"));
+        let store = &store;
+        async move {
+            wait_for_message(store, &id, SYNC_DEADLINE).await;
+            analyzed().await.then_some(())
+        }
+    })
+    .await;
+}

@@ -292,6 +292,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        if let Err(e) = self.refresh_statistics().await {
+            tracing::warn!(error = %e, "could not refresh the planner's statistics");
+        }
         Ok(outcome)
     }
 

@@ -30,6 +30,8 @@ pub use orgs::{AutoCreate, OrgSettings};
 pub use stats::{ContactSyncStats, StoreStats};
 pub use outbox::{AttemptEnd, NewOutgoing, OutboxEntry, OutgoingJob, RecipientResult, Sender};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -92,6 +94,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Set while [`Store::refresh_statistics`] runs, so concurrent batches skip it.
+    analyzing: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -151,7 +155,7 @@ impl Store {
             });
         }
         let pool = options.connect(&url).await.map_err(|e| connect_err(one_line(&e)))?;
-        Ok(Store { pool, backend })
+        Ok(Store { pool, backend, analyzing: Arc::new(AtomicBool::new(false)) })
     }
 
     /// Applies pending migrations of this backend's dialect.
@@ -178,6 +182,35 @@ impl Store {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         })
+    }
+
+    /// On PostgreSQL, analyzes the ingest tables that changed by half their size since
+    /// their last statistics. Autovacuum gets there within a minute or so, but an initial
+    /// sync doubles these tables every few seconds, and with statistics of a near-empty
+    /// table the planner hashed the whole messages table (or worse) for every batch.
+    pub(crate) async fn refresh_statistics(&self) -> Result<()> {
+        if self.backend != Backend::Postgres || self.analyzing.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let _done = Done(&self.analyzing);
+        let stale: Vec<String> = sqlx::query_scalar(
+            "SELECT relname::text FROM pg_stat_user_tables WHERE schemaname = current_schema() \
+             AND relname IN ('messages', 'participants', 'thread_refs', 'message_links', 'message_locations') \
+             AND n_mod_since_analyze >= 1000 AND n_mod_since_analyze * 2 >= n_live_tup",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        if !stale.is_empty() {
+            tracing::debug!(tables = %stale.join(","), "refreshing planner statistics");
+            sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {}", stale.join(", ")))).execute(&self.pool).await?;
+        }
+        Ok(())
     }
 
     pub fn backend(&self) -> Backend {
