@@ -207,8 +207,9 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         if !stale.is_empty() {
-            tracing::debug!(tables = %stale.join(","), "refreshing planner statistics");
+            let started = std::time::Instant::now();
             sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {}", stale.join(", ")))).execute(&self.pool).await?;
+            tracing::debug!(tables = %stale.join(","), elapsed_ms = started.elapsed().as_millis() as u64, "planner statistics refreshed");
         }
         Ok(())
     }
