@@ -109,6 +109,53 @@ async fn sent_mail_is_delivered_filed_linked_and_joins_the_reply_thread() {
     }
 }
 
+/// The IMAP server is down when a sent message's copy is due: the copy stays pending,
+/// is tried again on the retry schedule, and is filed once the server is back.
+#[tokio::test]
+async fn a_sent_copy_that_cannot_be_filed_is_retried_until_the_server_is_back() {
+    let (kim, ann) = ("kim@acme.example", "ann@client.example");
+    for db in TestDb::both() {
+        let mut dovecot = Dovecot::start(&[(kim, "pw-kim")]);
+        let sink = SmtpSink::start(&[]);
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_config(d, db.url(), &relay_config(sink.port, ""));
+        let account = add_account(d, db.url(), &dovecot, kim, "pw-kim");
+        let daemon = Daemon::start(d, db.url());
+        let store = db.store().await;
+        wait_initial_sync(&store, account, 2).await;
+        let tag = db.label();
+        dovecot.stop();
+
+        let (status, queued) =
+            daemon.api("POST", "/v1/messages/send", Some(&json!({"user": kim, "to": [ann], "subject": "Offer", "text": "Hi"})));
+        assert_eq!(status, 202, "{tag}: {queued}");
+        let id = queued["id"].as_i64().unwrap();
+        let sent = wait_outbox_final(&daemon, id, SEND_DEADLINE);
+        assert_eq!(sent["status"], "sent", "{tag}: {sent}");
+        let failed_attempts = || async {
+            sqlx::query_scalar::<_, i64>("SELECT sent_copy_attempts FROM outbox WHERE id = $1")
+                .bind(id)
+                .fetch_one(store.pool())
+                .await
+                .unwrap()
+        };
+        poll_async(SEND_DEADLINE, "a failed attempt to file the copy", || async {
+            (failed_attempts().await >= 2).then_some(())
+        })
+        .await;
+        let (_, entry) = daemon.api("GET", &format!("/v1/outbox/{id}"), None);
+        assert_eq!(entry["sent_copy"], "pending", "{tag}: still to be filed: {entry}");
+
+        dovecot.relaunch();
+        poll(SEND_DEADLINE, "the copy recorded as filed", || {
+            let (_, e) = daemon.api("GET", &format!("/v1/outbox/{id}"), None);
+            (e["sent_copy"] == "appended").then_some(())
+        });
+        assert_eq!(dovecot.maildir_count(kim, ".Sent"), 1, "{tag}: filed once");
+    }
+}
+
 #[tokio::test]
 async fn relay_down_then_up_and_a_daemon_crash_deliver_each_message_once() {
     let db = TestDb::postgres();

@@ -1,7 +1,8 @@
 //! Outbound mail: requests become exact messages in the outbox at enqueue time
 //! ([`compose`]); the daemon's sender ([`sender`]) submits them through the SMTP relay or
 //! the account's own server ([`smtp`]), retries transient failures, stores and links what
-//! was sent through the ingest pipeline, and files a copy in the user's Sent folder.
+//! was sent through the ingest pipeline, and files a copy in the user's Sent folder (a copy
+//! that cannot be filed is tried again on the same retry schedule).
 //!
 //! Architecture invariant: an outbox row is marked `sending` (committed) before its SMTP
 //! transaction starts and `sent` in the transaction that stores the message. A daemon

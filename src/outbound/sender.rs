@@ -166,17 +166,28 @@ pub async fn run(ctx: Arc<SenderContext>, wake: Arc<Notify>, mut stop: watch::Re
     }
 }
 
-/// Files the copies of sent messages in their users' Sent folders.
+/// Files the copies of sent messages in their users' Sent folders. A failed copy is tried
+/// again on the outbound retry schedule, whatever the failure (a server down for a while,
+/// a password being changed): only `max_attempts` failures in a row mark it failed.
 async fn file_sent_copies(ctx: &SenderContext) -> crate::store::Result<()> {
-    for (id, user_id, raw) in ctx.store.pending_sent_copies(CONCURRENT_SENDS).await? {
-        let state = match file_sent_copy(ctx, user_id, &raw).await {
-            Ok(()) => "appended".to_string(),
-            Err(e) => {
-                tracing::warn!(outbox = id, error = %e, "could not file the copy in the Sent folder");
-                format!("failed: {e}")
-            }
+    for copy in ctx.store.pending_sent_copies(CONCURRENT_SENDS).await? {
+        let Err(e) = file_sent_copy(ctx, copy.user_id, &copy.raw).await else {
+            ctx.store.set_sent_copy(copy.id, "appended").await?;
+            continue;
         };
-        ctx.store.set_sent_copy(id, &state).await?;
+        let attempts = copy.attempts + 1;
+        if attempts < i64::from(ctx.outbound.max_attempts) {
+            let delay = jittered_backoff(
+                Duration::from_secs(ctx.outbound.retry_base_secs),
+                Duration::from_secs(ctx.outbound.retry_max_secs),
+                u32::try_from(copy.attempts).unwrap_or(u32::MAX),
+            );
+            tracing::warn!(outbox = copy.id, attempts, error = %e, retry_in_secs = delay.as_secs(), "could not file the copy in the Sent folder; will retry");
+            ctx.store.retry_sent_copy_at(copy.id, now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))).await?;
+        } else {
+            tracing::warn!(outbox = copy.id, attempts, error = %e, "could not file the copy in the Sent folder; giving up");
+            ctx.store.set_sent_copy(copy.id, &format!("failed: {e} (after {attempts} attempts)")).await?;
+        }
     }
     Ok(())
 }

@@ -28,7 +28,7 @@ pub use links::{LinkChange, LinkRequest, LinkTarget, LinkView, one_entity};
 pub use mail::*;
 pub use orgs::{AutoCreate, OrgSettings};
 pub use stats::{ContactSyncStats, StoreStats};
-pub use outbox::{AttemptEnd, NewOutgoing, OutboxEntry, OutgoingJob, RecipientResult, Sender};
+pub use outbox::{AttemptEnd, NewOutgoing, OutboxEntry, OutgoingJob, PendingSentCopy, RecipientResult, Sender};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -42,6 +42,16 @@ pub struct RecipientResult {
     pub reply: String,
 }
 
+/// A sent message whose copy is due to be filed in the user's Sent folder.
+#[derive(Debug, Clone)]
+pub struct PendingSentCopy {
+    pub id: i64,
+    pub user_id: i64,
+    pub raw: Vec<u8>,
+    /// Failed attempts so far.
+    pub attempts: i64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct OutboxEntry {
     pub id: i64,
@@ -303,13 +313,37 @@ impl Store {
         Ok(())
     }
 
-    /// Sent messages whose copy still has to be filed in the user's Sent folder.
-    pub async fn pending_sent_copies(&self, limit: i64) -> Result<Vec<(i64, i64, Vec<u8>)>> {
-        let rows = sqlx::query("SELECT id, user_id, raw FROM outbox WHERE sent_copy = 'pending' ORDER BY id LIMIT $1")
-            .bind(limit)
-            .fetch_all(&self.pool)
+    /// Sent messages whose copy has to be filed in the user's Sent folder now.
+    pub async fn pending_sent_copies(&self, limit: i64) -> Result<Vec<PendingSentCopy>> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, raw, sent_copy_attempts FROM outbox \
+             WHERE sent_copy = 'pending' AND sent_copy_retry_at <= $1 ORDER BY id LIMIT $2",
+        )
+        .bind(now_ms())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PendingSentCopy {
+                    id: r.try_get("id")?,
+                    user_id: r.try_get("user_id")?,
+                    raw: r.try_get("raw")?,
+                    attempts: r.try_get("sent_copy_attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Counts a failed attempt to file a Sent copy; the copy stays pending until `retry_at`.
+    pub async fn retry_sent_copy_at(&self, id: i64, retry_at: i64) -> Result<()> {
+        sqlx::query("UPDATE outbox SET sent_copy_attempts = sent_copy_attempts + 1, sent_copy_retry_at = $1, updated_at = $2 WHERE id = $3")
+            .bind(retry_at)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
             .await?;
-        rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("user_id")?, r.try_get("raw")?))).collect()
+        Ok(())
     }
 
     pub async fn set_sent_copy(&self, id: i64, state: &str) -> Result<()> {
