@@ -177,13 +177,9 @@ async fn file_sent_copies(ctx: &SenderContext) -> crate::store::Result<()> {
         };
         let attempts = copy.attempts + 1;
         if attempts < i64::from(ctx.outbound.max_attempts) {
-            let delay = jittered_backoff(
-                Duration::from_secs(ctx.outbound.retry_base_secs),
-                Duration::from_secs(ctx.outbound.retry_max_secs),
-                u32::try_from(copy.attempts).unwrap_or(u32::MAX),
-            );
-            tracing::warn!(outbox = copy.id, attempts, error = %e, retry_in_secs = delay.as_secs(), "could not file the copy in the Sent folder; will retry");
-            ctx.store.retry_sent_copy_at(copy.id, now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))).await?;
+            let at = retry_at(&ctx.outbound, u32::try_from(copy.attempts).unwrap_or(u32::MAX));
+            tracing::warn!(outbox = copy.id, attempts, error = %e, retry_in_ms = at - now_ms(), "could not file the copy in the Sent folder; will retry");
+            ctx.store.retry_sent_copy_at(copy.id, at).await?;
         } else {
             tracing::warn!(outbox = copy.id, attempts, error = %e, "could not file the copy in the Sent folder; giving up");
             ctx.store.set_sent_copy(copy.id, &format!("failed: {e} (after {attempts} attempts)")).await?;
@@ -269,14 +265,16 @@ fn conclude(
         }
         if accepted { AttemptEnd::Sent { reply: last_reply } } else { AttemptEnd::Failed { reply: format!("gave up after {} attempts: {last_reply}", job.attempts) } }
     } else {
-        let delay = jittered_backoff(
-            Duration::from_secs(policy.retry_base_secs),
-            Duration::from_secs(policy.retry_max_secs),
-            u32::try_from(job.attempts - 1).unwrap_or(0),
-        );
-        AttemptEnd::Retry { at: now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX), reply: last_reply }
+        AttemptEnd::Retry { at: retry_at(policy, u32::try_from(job.attempts - 1).unwrap_or(0)), reply: last_reply }
     };
     (results, end)
+}
+
+/// When the next try is due (unix ms) after `failures` earlier failed ones: the outbound
+/// schedule, doubling from `retry_base_secs` up to `retry_max_secs`, jittered.
+fn retry_at(policy: &OutboundConfig, failures: u32) -> i64 {
+    let delay = jittered_backoff(Duration::from_secs(policy.retry_base_secs), Duration::from_secs(policy.retry_max_secs), failures);
+    now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// APPENDs a sent message to the user's Sent folder (seen). The folder's own sync then

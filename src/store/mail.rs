@@ -292,13 +292,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        // Off the batch's path: the next batch need not wait for ANALYZE.
-        let store = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = store.refresh_statistics().await {
-                tracing::warn!(error = %e, "could not refresh the planner's statistics");
-            }
-        });
+        self.refresh_statistics();
         Ok(outcome)
     }
 

@@ -94,7 +94,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// Set while [`Store::refresh_statistics`] runs, so concurrent batches skip it.
+    /// Set while a [`Store::refresh_statistics`] task runs, so later batches start none.
     analyzing: Arc<AtomicBool>,
 }
 
@@ -184,21 +184,25 @@ impl Store {
         })
     }
 
-    /// On PostgreSQL, analyzes the ingest tables that changed by half their size since
-    /// their last statistics. Autovacuum gets there within a minute or so, but an initial
-    /// sync doubles these tables every few seconds, and with statistics of a near-empty
-    /// table the planner hashed the whole messages table (or worse) for every batch.
-    pub(crate) async fn refresh_statistics(&self) -> Result<()> {
+    /// On PostgreSQL, starts analyzing (beside the caller, which need not wait) the ingest
+    /// tables that changed by half their size since their last statistics, unless that
+    /// already runs. Autovacuum gets there within a minute or so, but an initial sync
+    /// doubles these tables every few seconds, and with statistics of a near-empty table
+    /// the planner hashed the whole messages table (or worse) for every batch.
+    pub(crate) fn refresh_statistics(&self) {
         if self.backend != Backend::Postgres || self.analyzing.swap(true, Ordering::AcqRel) {
-            return Ok(());
+            return;
         }
-        struct Done<'a>(&'a AtomicBool);
-        impl Drop for Done<'_> {
-            fn drop(&mut self) {
-                self.0.store(false, Ordering::Release);
+        let store = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store.analyze_stale_ingest_tables().await {
+                tracing::warn!(error = %e, "could not refresh the planner's statistics");
             }
-        }
-        let _done = Done(&self.analyzing);
+            store.analyzing.store(false, Ordering::Release);
+        });
+    }
+
+    async fn analyze_stale_ingest_tables(&self) -> Result<()> {
         let stale: Vec<String> = sqlx::query_scalar(
             "SELECT relname::text FROM pg_stat_user_tables WHERE schemaname = current_schema() \
              AND relname IN ('messages', 'participants', 'thread_refs', 'message_links', 'message_locations') \
@@ -207,9 +211,10 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         if !stale.is_empty() {
+            let tables = stale.join(", ");
             let started = std::time::Instant::now();
-            sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {}", stale.join(", ")))).execute(&self.pool).await?;
-            tracing::debug!(tables = %stale.join(","), elapsed_ms = started.elapsed().as_millis() as u64, "planner statistics refreshed");
+            sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {tables}"))).execute(&self.pool).await?;
+            tracing::debug!(tables = %tables, elapsed_ms = started.elapsed().as_millis() as u64, "planner statistics refreshed");
         }
         Ok(())
     }
