@@ -39,7 +39,18 @@ fn main() {
     let source = |port: u16, to: &str| {
         let started = Instant::now();
         let status = Command::new("smtp-source")
-            .args(["-s", &sessions.to_string(), "-m", &messages.to_string(), "-l", &size.to_string(), "-f", PHONE, "-t", to])
+            .args([
+                "-s",
+                &sessions.to_string(),
+                "-m",
+                &messages.to_string(),
+                "-l",
+                &size.to_string(),
+                "-f",
+                PHONE,
+                "-t",
+                to,
+            ])
             .arg(format!("127.0.0.1:{port}"))
             .status()
             .expect("smtp-source (postfix) installed");
@@ -60,7 +71,10 @@ fn main() {
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
         write_config(d, db.url(), "");
-        let port = bcc_drop_config(d, &format!("domain = \"drop.test\"\ndns_servers = \"127.0.0.1:{}\"\nmax_sessions = 1000", dns.port));
+        let port = bcc_drop_config(
+            d,
+            &format!("domain = \"drop.test\"\ndns_servers = \"127.0.0.1:{}\"\nmax_sessions = 1000", dns.port),
+        );
         std::fs::write(d.join("pw"), "x").expect("pw");
         ok(mailsync(d, db.url())
             .args(["account", "add", "--email", USER, "--imap-host", "127.0.0.1", "--tls", "starttls"])

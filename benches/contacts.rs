@@ -24,7 +24,9 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--sizes" => sizes = args.next().expect("--sizes LIST").split(',').map(|s| s.parse().expect("a number")).collect(),
+            "--sizes" => {
+                sizes = args.next().expect("--sizes LIST").split(',').map(|s| s.parse().expect("a number")).collect()
+            }
             "--backends" => backends = args.next().expect("--backends LIST").split(',').map(String::from).collect(),
             "--bench" => {}
             other => panic!("unknown argument {other}"),
@@ -39,7 +41,9 @@ fn main() {
         // The address book, filled behind the server's back (N PUTs would take longer
         // than the benchmark), then listed once so Radicale has indexed it.
         runtime.block_on(async {
-            mailsync::contacts::carddav::CardDav::connect(&url, "alice", "pw", "bench", Duration::from_secs(600)).await.expect("create book")
+            mailsync::contacts::carddav::CardDav::connect(&url, "alice", "pw", "bench", Duration::from_secs(600))
+                .await
+                .expect("create book")
         });
         let folder = radicale.dir.path().join("collections/collection-root/alice/bench");
         for i in 0..n {
@@ -54,7 +58,10 @@ fn main() {
             std::fs::write(folder.join(format!("bench-{i}.vcf")), card).expect("write card");
         }
         runtime.block_on(async {
-            let dav = mailsync::contacts::carddav::CardDav::connect(&url, "alice", "pw", "bench", Duration::from_secs(600)).await.expect("connect");
+            let dav =
+                mailsync::contacts::carddav::CardDav::connect(&url, "alice", "pw", "bench", Duration::from_secs(600))
+                    .await
+                    .expect("connect");
             assert_eq!(dav.changes("").await.expect("listing").changed.len(), n);
         });
         let writes = || radicale_writes(&radicale);
@@ -75,7 +82,13 @@ fn main() {
         .expect("vdirsyncer config");
         // A peer failure is reported in the table (with the end of its debug output), not fatal.
         let vdirsyncer = |args: &[&str]| -> Result<(), String> {
-            let out = Command::new("vdirsyncer").arg("-vdebug").arg("-c").arg(p.join("config")).args(args).output().expect("vdirsyncer installed");
+            let out = Command::new("vdirsyncer")
+                .arg("-vdebug")
+                .arg("-c")
+                .arg(p.join("config"))
+                .args(args)
+                .output()
+                .expect("vdirsyncer installed");
             if out.status.success() {
                 return Ok(());
             }
@@ -113,7 +126,18 @@ fn main() {
                 .args(["account", "add", "--email", USER, "--imap-host", "127.0.0.1", "--tls", "starttls"])
                 .args(["--imap-port", &free_port().to_string(), "--password-file", "pw"]));
             ok(mailsync(d, db.url())
-                .args(["contacts", "configure", "--user", USER, "--url", &url, "--username", "alice", "--password-file", "pw"])
+                .args([
+                    "contacts",
+                    "configure",
+                    "--user",
+                    USER,
+                    "--url",
+                    &url,
+                    "--username",
+                    "alice",
+                    "--password-file",
+                    "pw",
+                ])
                 .args(["--address-book", "bench"]));
             let sync = || {
                 let out = ok(mailsync(d, db.url()).args(["contacts", "sync", "--user", USER, "--json"]));
@@ -128,7 +152,11 @@ fn main() {
             let report = sync();
             let again = start.elapsed().as_secs_f64();
             assert_eq!(report["updated_remotely"], 0, "{report}");
-            println!("{n:>8}  {:<22} {first:>9.2} s {again:>7.2} s {:>10}", format!("mailsync ({backend})"), writes() - before);
+            println!(
+                "{n:>8}  {:<22} {first:>9.2} s {again:>7.2} s {:>10}",
+                format!("mailsync ({backend})"),
+                writes() - before
+            );
         }
     }
 }
@@ -137,6 +165,8 @@ fn main() {
 fn radicale_writes(radicale: &Radicale) -> usize {
     let log = std::fs::read_to_string(radicale.dir.path().join("radicale.log")).unwrap_or_default();
     log.lines()
-        .filter(|l| ["PUT request", "DELETE request", "MKCOL request", "PROPPATCH request"].iter().any(|w| l.contains(w)))
+        .filter(|l| {
+            ["PUT request", "DELETE request", "MKCOL request", "PROPPATCH request"].iter().any(|w| l.contains(w))
+        })
         .count()
 }

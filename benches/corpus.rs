@@ -23,10 +23,50 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "proposal", "pricing", "contract", "renewal", "meeting", "quarter", "forecast", "invoice", "discount",
-    "licence", "support", "onboarding", "timeline", "budget", "approval", "follow", "up", "call", "next",
-    "week", "thanks", "regards", "please", "attached", "review", "team", "update", "the", "a", "we", "you",
-    "and", "to", "for", "on", "with", "our", "your", "is", "will", "can", "this", "that", "deal",
+    "proposal",
+    "pricing",
+    "contract",
+    "renewal",
+    "meeting",
+    "quarter",
+    "forecast",
+    "invoice",
+    "discount",
+    "licence",
+    "support",
+    "onboarding",
+    "timeline",
+    "budget",
+    "approval",
+    "follow",
+    "up",
+    "call",
+    "next",
+    "week",
+    "thanks",
+    "regards",
+    "please",
+    "attached",
+    "review",
+    "team",
+    "update",
+    "the",
+    "a",
+    "we",
+    "you",
+    "and",
+    "to",
+    "for",
+    "on",
+    "with",
+    "our",
+    "your",
+    "is",
+    "will",
+    "can",
+    "this",
+    "that",
+    "deal",
 ];
 
 pub struct Corpus {
@@ -50,14 +90,16 @@ pub fn correspondents() -> Vec<String> {
 pub fn generate(user: &str, total: usize, seed: u64) -> Corpus {
     let mut rng = Rng::new(seed);
     let contacts = correspondents();
-    let mut corpus = Corpus { inbox: Vec::new(), sent: Vec::new(), bytes: 0, with_attachments: 0, mass_mailings: 0, replies: 0 };
+    let mut corpus =
+        Corpus { inbox: Vec::new(), sent: Vec::new(), bytes: 0, with_attachments: 0, mass_mailings: 0, replies: 0 };
     let base_time: i64 = 1_735_689_600; // 2025-01-01
     // Conversations: a reply continues one of the recently active ones, as in real mail.
     let mut conversations: Vec<Vec<usize>> = Vec::new();
     for i in 0..total {
         let sent = i % 5 == 4;
         let contact = &contacts[rng.below(contacts.len() as u64) as usize];
-        let (from, mut to) = if sent { (user.to_string(), contact.clone()) } else { (contact.clone(), user.to_string()) };
+        let (from, mut to) =
+            if sent { (user.to_string(), contact.clone()) } else { (contact.clone(), user.to_string()) };
         let mass = rng.chance(1);
         if mass {
             let n = 101 + rng.below(100) as usize;
@@ -82,7 +124,11 @@ pub fn generate(user: &str, total: usize, seed: u64) -> Corpus {
             conversations.push(vec![i]);
         }
         let date = date_header(base_time + i as i64 * 600);
-        let cc = if rng.chance(20) { format!("Cc: {}\r\n", contacts[rng.below(contacts.len() as u64) as usize]) } else { String::new() };
+        let cc = if rng.chance(20) {
+            format!("Cc: {}\r\n", contacts[rng.below(contacts.len() as u64) as usize])
+        } else {
+            String::new()
+        };
         let head = format!(
             "From: {from}\r\nTo: {to}\r\n{cc}Subject: {subject}\r\nDate: {date}\r\nMessage-ID: <bench-{i}@corpus.example>\r\n{threading}MIME-Version: 1.0\r\n"
         );
@@ -160,5 +206,11 @@ fn date_header(unix: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{day} {} {year} {:02}:{:02}:{:02} +0000", MONTHS[(month - 1) as usize], secs / 3600, secs % 3600 / 60, secs % 60)
+    format!(
+        "{day} {} {year} {:02}:{:02}:{:02} +0000",
+        MONTHS[(month - 1) as usize],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }

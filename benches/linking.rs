@@ -27,12 +27,15 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { contacts: vec![1_000, 1_000_000], messages: 20_000, backends: vec!["sqlite".into(), "postgres".into()] };
+    let mut args =
+        Args { contacts: vec![1_000, 1_000_000], messages: 20_000, backends: vec!["sqlite".into(), "postgres".into()] };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let mut value = || it.next().unwrap_or_else(|| panic!("{a} needs a value"));
         match a.as_str() {
-            "--contacts" => args.contacts = value().split(',').map(|n| n.parse().expect("--contacts: numbers")).collect(),
+            "--contacts" => {
+                args.contacts = value().split(',').map(|n| n.parse().expect("--contacts: numbers")).collect()
+            }
             "--messages" => args.messages = value().parse().expect("--messages: a number"),
             "--backends" => args.backends = value().split(',').map(String::from).collect(),
             "--bench" => {}
@@ -47,7 +50,8 @@ fn parse_args() -> Args {
 fn corpus(messages: usize, contacts: usize) -> Vec<ParsedMessage> {
     (0..messages)
         .map(|i| {
-            let from = if i % 2 == 0 { contact_address((i * 7919) % contacts) } else { format!("stranger{i}@else.example") };
+            let from =
+                if i % 2 == 0 { contact_address((i * 7919) % contacts) } else { format!("stranger{i}@else.example") };
             let cc = contact_address((i * 104_729 + 1) % contacts);
             let reply_to = (i % 5 < 2 && i > 0).then(|| format!("m{}@bench.example", i - 1));
             ParsedMessage {
@@ -125,7 +129,8 @@ async fn measure(backend: &str, contacts: usize, messages: usize, key: &MasterKe
         mailsync::ingest::commit_folder_batch(&store, &batch).await.expect("commit");
     }
     let ingest_rate = messages as f64 / started.elapsed().as_secs_f64();
-    let links: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM message_links").fetch_one(store.pool()).await.expect("count");
+    let links: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM message_links").fetch_one(store.pool()).await.expect("count");
     store.close().await;
     Figures { import_s, relink_s, ingest_rate, links }
 }

@@ -38,7 +38,18 @@ fn main() {
     let sink = SmtpSink::start(&[]);
     let started = Instant::now();
     let status = Command::new("smtp-source")
-        .args(["-s", "16", "-m", &messages.to_string(), "-l", &body.len().to_string(), "-f", USER, "-t", "ann@client.example"])
+        .args([
+            "-s",
+            "16",
+            "-m",
+            &messages.to_string(),
+            "-l",
+            &body.len().to_string(),
+            "-f",
+            USER,
+            "-t",
+            "ann@client.example",
+        ])
         .arg(format!("127.0.0.1:{}", sink.port))
         .status()
         .expect("smtp-source (postfix) installed");

@@ -194,7 +194,12 @@ async fn initial_sync_figures(args: &Args, rows: &mut Vec<Row>) {
         for backend in &backends {
             cold_dovecot_index(&mut dovecot, &[USER]);
             let result = run_mailsync(&dovecot, USER, backend, expected_stored).await;
-            eprintln!("run {run}: mailsync/{backend} {:.2} s, peak RSS {} MB (heap {} MB)", result.secs, result.peak_rss_kb / 1024, result.peak_anon_kb / 1024);
+            eprintln!(
+                "run {run}: mailsync/{backend} {:.2} s, peak RSS {} MB (heap {} MB)",
+                result.secs,
+                result.peak_rss_kb / 1024,
+                result.peak_anon_kb / 1024
+            );
             match best.iter_mut().find(|(b, _)| b == backend) {
                 Some((_, r)) if r.secs <= result.secs => {}
                 Some(slot) => slot.1 = result,
@@ -305,15 +310,18 @@ async fn fetch_only(dovecot: &Dovecot, user: &str) -> f64 {
     let folders = ["INBOX", "Sent"].map(|folder| {
         let settings = settings.clone();
         tokio::spawn(async move {
-            let mut conn = connect(&settings, &Credential::Password(mailsync::secrets::Secret::new(PASSWORD))).await.expect("login");
+            let mut conn = connect(&settings, &Credential::Password(mailsync::secrets::Secret::new(PASSWORD)))
+                .await
+                .expect("login");
             conn.session.select(folder).await.expect("select");
             let mut uids: Vec<u32> = conn.session.uid_search("ALL").await.expect("search").into_iter().collect();
             uids.sort_unstable_by(|a, b| b.cmp(a));
             let mut fetched = 0;
             for chunk in uids.chunks(defaults.batch_size as usize) {
-                let batch = mailsync::imap::fetch::fetch_batch(&mut conn.session, chunk, &screen, defaults.max_text_bytes)
-                    .await
-                    .expect("fetch");
+                let batch =
+                    mailsync::imap::fetch::fetch_batch(&mut conn.session, chunk, &screen, defaults.max_text_bytes)
+                        .await
+                        .expect("fetch");
                 fetched += batch.messages.len() + batch.skipped.len();
             }
             assert_eq!(fetched, uids.len(), "{folder}: every message fetched");
@@ -433,7 +441,17 @@ async fn run_mailsync(dovecot: &Dovecot, user: &str, backend: &str, expected_sto
     // BENCH_PERF=FILE records a CPU profile of the daemon during the sync (perf(1)).
     let mut perf = std::env::var("BENCH_PERF").ok().map(|out| {
         Command::new("perf")
-            .args(["record", "-F", "250", "--call-graph", "dwarf,32768", "-o", &out, "-p", &daemon.child.id().to_string()])
+            .args([
+                "record",
+                "-F",
+                "250",
+                "--call-graph",
+                "dwarf,32768",
+                "-o",
+                &out,
+                "-p",
+                &daemon.child.id().to_string(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -458,7 +476,10 @@ async fn run_mailsync(dovecot: &Dovecot, user: &str, backend: &str, expected_sto
     eprintln!("  mailsync CPU {:.2} s in {secs:.2} s wall", cpu_ticks(daemon.child.id()) as f64 / 100.0);
     let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages").fetch_one(store.pool()).await.expect("count");
     assert!(stored >= expected_stored, "stored {stored} of {expected_stored}");
-    let linked: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT message_id) FROM message_links").fetch_one(store.pool()).await.expect("count");
+    let linked: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT message_id) FROM message_links")
+        .fetch_one(store.pool())
+        .await
+        .expect("count");
     eprintln!("  {linked} of {stored} messages linked to contacts");
     let commands = poll_async(Duration::from_secs(30), "sync log lines", || async {
         let lines = in_sync_lines(&daemon.log());
@@ -493,10 +514,8 @@ async fn restart_unchanged(run: &SyncRun) -> RestartRun {
         let _ = std::fs::copy(run.dir.path().join("daemon.log"), format!("{keep}.restart{n}.log"));
     }
     let max_folder_ms = lines.iter().map(|l| l["elapsed_ms"].as_u64().unwrap_or(0)).max().unwrap_or(0);
-    let bytes: u64 = lines
-        .iter()
-        .map(|l| l["bytes_in"].as_u64().unwrap_or(0) + l["bytes_out"].as_u64().unwrap_or(0))
-        .sum();
+    let bytes: u64 =
+        lines.iter().map(|l| l["bytes_in"].as_u64().unwrap_or(0) + l["bytes_out"].as_u64().unwrap_or(0)).sum();
     RestartRun { max_folder_ms, bytes_per_folder: bytes / lines.len().max(1) as u64 }
 }
 
@@ -508,7 +527,10 @@ fn start_daemon_json(dir: &Path, url: &str) -> Daemon {
     let level = std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into());
     // Production's account check interval (the tests use a faster one).
     let text = text.replace("account_check_ms = 200\n", "account_check_ms = 2000\n");
-    let text = text.replace("format = \"text\"\nlevel = \"info,mailsync=debug\"", &format!("format = \"json\"\nlevel = \"{level}\""));
+    let text = text.replace(
+        "format = \"text\"\nlevel = \"info,mailsync=debug\"",
+        &format!("format = \"json\"\nlevel = \"{level}\""),
+    );
     std::fs::write(&config, text).expect("config");
     Daemon::start(dir, url)
 }
@@ -708,13 +730,10 @@ fn chart(args: &Args, rows: &[Row]) {
         png = png.display(),
         data = data.display(),
     );
-    let status = Command::new("gnuplot")
-        .stdin(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            child.stdin.take().expect("stdin").write_all(script.as_bytes())?;
-            child.wait()
-        });
+    let status = Command::new("gnuplot").stdin(Stdio::piped()).spawn().and_then(|mut child| {
+        child.stdin.take().expect("stdin").write_all(script.as_bytes())?;
+        child.wait()
+    });
     match status {
         Ok(s) if s.success() => eprintln!("wrote {}", png.display()),
         _ => eprintln!("gnuplot failed or is missing (apt-get install gnuplot-nox); no chart"),

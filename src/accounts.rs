@@ -94,7 +94,8 @@ impl AccountInput {
         let mut oauth_token_url = String::new();
         let mut oauth_client_id = String::new();
         let mut oauth_client_secret = Vec::new();
-        let seal = |purpose: &str, secret: &Secret| key.seal(purpose, secret).map_err(|e| StoreError::Invalid(e.to_string()));
+        let seal =
+            |purpose: &str, secret: &Secret| key.seal(purpose, secret).map_err(|e| StoreError::Invalid(e.to_string()));
         let sealed_secret = match (self.auth, &self.password, &self.oauth) {
             (AuthKind::Password, Some(password), None) => {
                 if password.expose().is_empty() {
@@ -122,8 +123,12 @@ impl AccountInput {
                 }
                 seal(REFRESH_TOKEN_PURPOSE, &o.refresh_token)?
             }
-            (AuthKind::Password, _, _) => return Err(invalid("auth password takes a password and no oauth settings".into())),
-            (AuthKind::Xoauth2, _, _) => return Err(invalid("auth xoauth2 takes oauth settings and no password".into())),
+            (AuthKind::Password, _, _) => {
+                return Err(invalid("auth password takes a password and no oauth settings".into()));
+            }
+            (AuthKind::Xoauth2, _, _) => {
+                return Err(invalid("auth xoauth2 takes oauth settings and no password".into()));
+            }
         };
         let ca_file = match self.ca_file.filter(|f| !f.is_empty()) {
             Some(f) => {
@@ -174,9 +179,7 @@ impl AccountInput {
 
 fn valid_host(field: &str, host: &str) -> Result<String, StoreError> {
     let host = host.trim();
-    let ok = !host.is_empty()
-        && host.len() <= 253
-        && host.chars().all(|c| c.is_alphanumeric() || ".-:[]".contains(c));
+    let ok = !host.is_empty() && host.len() <= 253 && host.chars().all(|c| c.is_alphanumeric() || ".-:[]".contains(c));
     if ok {
         Ok(host.to_ascii_lowercase())
     } else {

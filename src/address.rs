@@ -17,11 +17,7 @@ pub struct AddressError {
 pub fn normalize_email(input: &str) -> Result<String, AddressError> {
     let err = || AddressError { input: input.to_string(), what: "an email address" };
     let trimmed = input.trim();
-    let inner = trimmed
-        .strip_prefix('<')
-        .and_then(|s| s.strip_suffix('>'))
-        .unwrap_or(trimmed)
-        .trim();
+    let inner = trimmed.strip_prefix('<').and_then(|s| s.strip_suffix('>')).unwrap_or(trimmed).trim();
     let (local, domain) = inner.rsplit_once('@').ok_or_else(err)?;
     let valid_local = !local.is_empty()
         && local.len() <= 64
@@ -35,9 +31,8 @@ pub fn normalize_email(input: &str) -> Result<String, AddressError> {
         return Err(err());
     }
     let domain = idna::domain_to_ascii(domain).map_err(|_| err())?;
-    let valid_labels = domain
-        .split('.')
-        .all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-'));
+    let valid_labels =
+        domain.split('.').all(|l| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-'));
     if !valid_labels || domain.len() > 253 {
         return Err(err());
     }

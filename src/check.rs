@@ -57,7 +57,12 @@ impl CheckReport {
 }
 
 /// Runs every step against the account's servers.
-pub async fn check_account(store: &Store, key: &Arc<MasterKey>, config: &Config, account_id: i64) -> crate::store::Result<CheckReport> {
+pub async fn check_account(
+    store: &Store,
+    key: &Arc<MasterKey>,
+    config: &Config,
+    account_id: i64,
+) -> crate::store::Result<CheckReport> {
     let account = store.account(account_id).await?;
     let mut report = CheckReport { account: account.id, email: account.email.clone(), ok: true, steps: Vec::new() };
     imap_steps(store, key, config, &account, &mut report).await;
@@ -69,14 +74,22 @@ pub async fn check_account(store: &Store, key: &Arc<MasterKey>, config: &Config,
     Ok(report)
 }
 
-async fn imap_steps(store: &Store, key: &Arc<MasterKey>, config: &Config, account: &crate::store::Account, report: &mut CheckReport) {
+async fn imap_steps(
+    store: &Store,
+    key: &Arc<MasterKey>,
+    config: &Config,
+    account: &crate::store::Account,
+    report: &mut CheckReport,
+) {
     let (host, port) = (account.imap_host.as_str(), account.imap_port);
     match tokio::net::lookup_host((host, port)).await {
         Ok(addrs) => {
             let addrs: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
             report.pass("dns", format!("{host} -> {}", addrs.join(", ")));
         }
-        Err(e) => return report.fail("dns", format!("{host} does not resolve: {e}"), ErrorClass::HostOrPortWrong.fix()),
+        Err(e) => {
+            return report.fail("dns", format!("{host} does not resolve: {e}"), ErrorClass::HostOrPortWrong.fix());
+        }
     }
     let timeout = Duration::from_secs(config.sync.connect_timeout_secs);
     let started = Instant::now();
@@ -84,7 +97,9 @@ async fn imap_steps(store: &Store, key: &Arc<MasterKey>, config: &Config, accoun
         Ok(_) => report.pass("tcp", format!("{host}:{port} answers ({} ms)", started.elapsed().as_millis())),
         Err(e) => return report.fail("tcp", e.to_string(), ErrorClass::HostOrPortWrong.fix()),
     }
-    let fail = |report: &mut CheckReport, step: &'static str, e: &SyncError| report.fail(step, e.detail.clone(), e.class.fix());
+    let fail = |report: &mut CheckReport, step: &'static str, e: &SyncError| {
+        report.fail(step, e.detail.clone(), e.class.fix())
+    };
     let settings = match ServerSettings::for_account(account, &config.sync) {
         Ok(s) => s,
         Err(e) => return fail(report, "tls", &e),
@@ -118,14 +133,24 @@ async fn imap_steps(store: &Store, key: &Arc<MasterKey>, config: &Config, accoun
     report.pass("tls", format!("{tls}, certificate verified"));
     report.pass("login", format!("logged in as {}", account.username));
     let c = &conn.caps;
-    let caps: Vec<&str> = [("IDLE", c.idle), ("CONDSTORE", c.condstore), ("QRESYNC", c.qresync), ("SPECIAL-USE", c.special_use), ("UIDPLUS", c.uidplus)]
-        .into_iter()
-        .filter(|(_, on)| *on)
-        .map(|(name, _)| name)
-        .collect();
+    let caps: Vec<&str> = [
+        ("IDLE", c.idle),
+        ("CONDSTORE", c.condstore),
+        ("QRESYNC", c.qresync),
+        ("SPECIAL-USE", c.special_use),
+        ("UIDPLUS", c.uidplus),
+    ]
+    .into_iter()
+    .filter(|(_, on)| *on)
+    .map(|(name, _)| name)
+    .collect();
     report.pass(
         "capabilities",
-        if c.idle { caps.join(" ") } else { format!("{} (no IDLE: new mail is polled every {} s)", caps.join(" "), config.sync.poll_interval_secs) },
+        if c.idle {
+            caps.join(" ")
+        } else {
+            format!("{} (no IDLE: new mail is polled every {} s)", caps.join(" "), config.sync.poll_interval_secs)
+        },
     );
     match find_folders(&mut conn.session).await {
         Ok(names) => match names.sent {
@@ -144,7 +169,15 @@ async fn smtp_step(store: &Store, key: &Arc<MasterKey>, config: &Config, user_id
     };
     match sender.probe(user_id).await {
         Ok(detail) => report.pass("smtp", detail),
-        Err(e) if e.is_auth_refused() => report.fail("smtp", e.reply.clone(), "check the SMTP credentials (an app password or OAuth may be required)"),
-        Err(e) => report.fail("smtp", e.reply.clone(), "check the SMTP host, port and TLS mode of the account (or [smtp_relay])"),
+        Err(e) if e.is_auth_refused() => report.fail(
+            "smtp",
+            e.reply.clone(),
+            "check the SMTP credentials (an app password or OAuth may be required)",
+        ),
+        Err(e) => report.fail(
+            "smtp",
+            e.reply.clone(),
+            "check the SMTP host, port and TLS mode of the account (or [smtp_relay])",
+        ),
     }
 }

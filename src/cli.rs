@@ -9,15 +9,15 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::accounts::{AccountInput, OAuthInput, read_secret};
-use crate::oauth::Provider;
-use crate::outbound::compose::{AttachmentInput, OutgoingInput, encode_base64};
 use crate::config::Config;
 use crate::daemon;
+use crate::oauth::Provider;
+use crate::outbound::compose::{AttachmentInput, OutgoingInput, encode_base64};
 use crate::secrets::MasterKey;
 use crate::status::Status;
 use crate::store::{
-    Account, AuthKind, AutoCreate, ContactChange, Deal, LinkRequest, LinkView, MessageSummary, NewDeal, NewPerson, OrgSettings, OutboxEntry, Person,
-    PersonKind, StoreError, TlsMode, one_entity,
+    Account, AuthKind, AutoCreate, ContactChange, Deal, LinkRequest, LinkView, MessageSummary, NewDeal, NewPerson,
+    OrgSettings, OutboxEntry, Person, PersonKind, StoreError, TlsMode, one_entity,
 };
 
 #[derive(Debug, Parser)]
@@ -607,7 +607,9 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             let target = crate::store::Store::connect(&to, 4, timeout).await?;
             target.migrate().await?;
             let mut stages = crate::progress::Stages::default();
-            let summary = source.copy_into(&target, |table, done, total| stages.set(&format!("copying {table}"), done, total)).await?;
+            let summary = source
+                .copy_into(&target, |table, done, total| stages.set(&format!("copying {table}"), done, total))
+                .await?;
             stages.finish();
             print(json.json, &summary, || {
                 let rows: i64 = summary.tables.iter().map(|t| t.rows).sum();
@@ -630,12 +632,19 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
                     for f in &a.folders {
                         out += &format!(
                             "  {} {:?}: {} stored, {} skipped, {} on server, last UID {}, {}\n",
-                            f.role, f.name, f.messages_stored, f.messages_skipped, f.server_messages, f.last_synced_uid,
+                            f.role,
+                            f.name,
+                            f.messages_stored,
+                            f.messages_skipped,
+                            f.server_messages,
+                            f.last_synced_uid,
                             match (f.initial_sync_complete, f.eta_secs) {
                                 (true, _) => "in sync".to_string(),
                                 (false, Some(eta)) => format!(
                                     "initial sync {:.0}%, {:.0} msg/s, ETA {}",
-                                    f.progress * 100.0, f.rate_per_sec, crate::status::human_duration(eta)
+                                    f.progress * 100.0,
+                                    f.rate_per_sec,
+                                    crate::status::human_duration(eta)
                                 ),
                                 (false, None) => format!("initial sync {:.0}%", f.progress * 100.0),
                             }
@@ -665,7 +674,13 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             let thread = store.thread(id).await?;
             print(json.json, &thread, || {
                 let links: Vec<String> = thread.links.iter().map(link_text).collect();
-                format!("thread {} ({}), linked: {}\n{}", thread.id, thread.org, links.join(", "), message_table(&thread.messages))
+                format!(
+                    "thread {} ({}), linked: {}\n{}",
+                    thread.id,
+                    thread.org,
+                    links.join(", "),
+                    message_table(&thread.messages)
+                )
             })
         }
         Command::Send(args) => send(*args, &config).await,
@@ -702,7 +717,10 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             print(json.json, &deliveries, || {
                 let mut out = String::from("ID  USER  OUTCOME  FROM  MESSAGE-ID  REASON\n");
                 for d in &deliveries {
-                    out += &format!("{}  {}  {}  {}  {}  {}\n", d.id, d.user, d.outcome, d.header_from, d.message_id, d.reason);
+                    out += &format!(
+                        "{}  {}  {}  {}  {}  {}\n",
+                        d.id, d.user, d.outcome, d.header_from, d.message_id, d.reason
+                    );
                 }
                 out
             })
@@ -720,7 +738,14 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             let settings = store.org_settings(&name).await?;
             print(json.json, &settings, || format!("{settings:#?}\n"))
         }
-        Command::Org(OrgCommand::Set { name, ignore_plus_tags, ignore_gmail_dots, auto_create, internal_domains, json }) => {
+        Command::Org(OrgCommand::Set {
+            name,
+            ignore_plus_tags,
+            ignore_gmail_dots,
+            auto_create,
+            internal_domains,
+            json,
+        }) => {
             let store = daemon::open_store(&config).await?;
             let mut settings = match store.org_settings(&name).await {
                 Ok(s) => s,
@@ -796,16 +821,33 @@ async fn account(cmd: AccountCommand, config: &Config) -> anyhow::Result<()> {
                 }
                 AuthArg::Xoauth2 => {
                     let provider = args.oauth_provider.as_deref().unwrap_or("custom");
-                    let provider = Provider::parse(provider)
-                        .ok_or_else(|| anyhow::anyhow!("--oauth-provider `{provider}` is not one of google, microsoft, custom"))?;
-                    let refresh_token = read_secret("refresh token", args.refresh_token_file.as_deref(), args.refresh_token_env.as_deref())
-                        .map_err(anyhow::Error::msg)?;
+                    let provider = Provider::parse(provider).ok_or_else(|| {
+                        anyhow::anyhow!("--oauth-provider `{provider}` is not one of google, microsoft, custom")
+                    })?;
+                    let refresh_token = read_secret(
+                        "refresh token",
+                        args.refresh_token_file.as_deref(),
+                        args.refresh_token_env.as_deref(),
+                    )
+                    .map_err(anyhow::Error::msg)?;
                     let client_secret = match (&args.oauth_client_secret_file, &args.oauth_client_secret_env) {
                         (None, None) => None,
-                        (file, env) => Some(read_secret("client secret", file.as_deref(), env.as_deref()).map_err(anyhow::Error::msg)?),
+                        (file, env) => Some(
+                            read_secret("client secret", file.as_deref(), env.as_deref())
+                                .map_err(anyhow::Error::msg)?,
+                        ),
                     };
-                    let client_id = args.oauth_client_id.clone().ok_or_else(|| anyhow::anyhow!("--auth xoauth2 needs --oauth-client-id"))?;
-                    let oauth = OAuthInput { provider, token_url: args.oauth_token_url.clone(), client_id, client_secret, refresh_token };
+                    let client_id = args
+                        .oauth_client_id
+                        .clone()
+                        .ok_or_else(|| anyhow::anyhow!("--auth xoauth2 needs --oauth-client-id"))?;
+                    let oauth = OAuthInput {
+                        provider,
+                        token_url: args.oauth_token_url.clone(),
+                        client_id,
+                        client_secret,
+                        refresh_token,
+                    };
                     (AuthKind::Xoauth2, None, Some(oauth))
                 }
             };
@@ -909,11 +951,17 @@ async fn contacts(command: ContactsCommand, config: &Config) -> anyhow::Result<(
             let user = crate::address::normalize_email(&user)?;
             let key = std::sync::Arc::new(MasterKey::load_or_create(&config.secrets.key_file)?);
             let sync = store.contact_sync_config(&user).await?;
-            if !store.claim_contact_sync(sync.user_id, &format!("cli:{}", std::process::id()), 30 * 60 * 1000, true).await? {
+            if !store
+                .claim_contact_sync(sync.user_id, &format!("cli:{}", std::process::id()), 30 * 60 * 1000, true)
+                .await?
+            {
                 anyhow::bail!("a daemon is running {user}'s contacts sync right now; try again in a moment");
             }
             let mut stages = crate::progress::Stages::default();
-            let report = crate::contacts::sync_now(&store, &key, &sync, &mut |stage, done, total| stages.set(stage, done, total)).await;
+            let report = crate::contacts::sync_now(&store, &key, &sync, &mut |stage, done, total| {
+                stages.set(stage, done, total)
+            })
+            .await;
             stages.finish();
             let report = report?;
             print(json.json, &report, || format!("{report:#?}\n"))
@@ -924,7 +972,10 @@ async fn contacts(command: ContactsCommand, config: &Config) -> anyhow::Result<(
             print(json.json, &configs, || {
                 let mut out = String::from("USER  PROVIDER  LAST SYNC  RESULT  ERROR\n");
                 for c in &configs {
-                    out += &format!("{}  {}  {}  {}  {}\n", c.user, c.provider, c.last_sync_at, c.last_result, c.last_error);
+                    out += &format!(
+                        "{}  {}  {}  {}  {}\n",
+                        c.user, c.provider, c.last_sync_at, c.last_result, c.last_error
+                    );
                 }
                 out
             })
@@ -954,7 +1005,8 @@ async fn send(args: SendArgs, config: &Config) -> anyhow::Result<()> {
     let mut attachments = Vec::new();
     for path in &args.attach {
         let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let filename = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "attachment".into());
+        let filename =
+            path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "attachment".into());
         attachments.push(AttachmentInput {
             filename,
             content_type: "application/octet-stream".into(),
@@ -984,13 +1036,27 @@ fn outbox_table(entries: &[OutboxEntry]) -> String {
     let mut out = String::from("ID  USER  STATUS  ATTEMPTS  RECIPIENTS  LAST REPLY\n");
     for e in entries {
         let recipients: Vec<String> = e.recipients.iter().map(|r| format!("{}={}", r.address, r.state)).collect();
-        out += &format!("{}  {}  {}  {}  {}  {}\n", e.id, e.user, e.status, e.attempts, recipients.join(","), e.last_reply);
+        out += &format!(
+            "{}  {}  {}  {}  {}  {}\n",
+            e.id,
+            e.user,
+            e.status,
+            e.attempts,
+            recipients.join(","),
+            e.last_reply
+        );
     }
     out
 }
 
 async fn link(args: LinkArgs, link: bool, config: &Config) -> anyhow::Result<()> {
-    let request = LinkRequest { message: args.message, thread: args.thread, lead: args.lead, contact: args.contact, deal: args.deal };
+    let request = LinkRequest {
+        message: args.message,
+        thread: args.thread,
+        lead: args.lead,
+        contact: args.contact,
+        deal: args.deal,
+    };
     let (target, kind, id) = request.parts()?;
     let store = daemon::open_store(config).await?;
     let change = if link { store.link(target, kind, id).await? } else { store.unlink(target, kind, id).await? };
@@ -1056,7 +1122,14 @@ fn account_table(accounts: &[Account]) -> String {
     for a in accounts {
         out += &format!(
             "{}  {}  {}  {}:{} ({})  {}  {}\n",
-            a.id, a.email, a.org, a.imap_host, a.imap_port, a.imap_tls.as_str(), a.state, a.error_message
+            a.id,
+            a.email,
+            a.org,
+            a.imap_host,
+            a.imap_port,
+            a.imap_tls.as_str(),
+            a.state,
+            a.error_message
         );
     }
     out
@@ -1072,7 +1145,13 @@ fn message_table(messages: &[MessageSummary]) -> String {
         let links: Vec<String> = m.links.iter().map(link_text).collect();
         out += &format!(
             "{}  {}  {}  {}  {}  {}  {}\n",
-            m.id, m.thread_id, m.date, m.folders.join(","), m.from.join(","), m.subject, links.join("; ")
+            m.id,
+            m.thread_id,
+            m.date,
+            m.folders.join(","),
+            m.from.join(","),
+            m.subject,
+            links.join("; ")
         );
     }
     out
@@ -1083,7 +1162,12 @@ fn person_table(people: &[Person]) -> String {
     for p in people {
         out += &format!(
             "{}  {}  {}  {}  {}  {}\n",
-            p.id, p.name, p.emails.join(","), p.phones.join(","), p.company, p.org
+            p.id,
+            p.name,
+            p.emails.join(","),
+            p.phones.join(","),
+            p.company,
+            p.org
         );
     }
     out
@@ -1094,7 +1178,12 @@ fn deal_table(deals: &[Deal]) -> String {
     for d in deals {
         out += &format!(
             "{}  {}  {}  {}.{:02}  {}\n",
-            d.id, d.title, d.status, d.value_cents / 100, d.value_cents % 100, d.org
+            d.id,
+            d.title,
+            d.status,
+            d.value_cents / 100,
+            d.value_cents % 100,
+            d.org
         );
     }
     out

@@ -213,11 +213,7 @@ pub enum LogFormat {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self {
-            url: "sqlite://./data/mailsync.db".into(),
-            max_connections: 8,
-            connect_timeout_secs: 10,
-        }
+        Self { url: "sqlite://./data/mailsync.db".into(), max_connections: 8, connect_timeout_secs: 10 }
     }
 }
 
@@ -322,33 +318,22 @@ impl Config {
             None => toml::Table::new(),
         };
         let overridden = apply_env(&mut table, env)?;
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(
-            |e| {
-                let key = e.path().to_string();
-                let reason = one_line(&e.inner().to_string());
-                match overridden.iter().find(|(k, _)| *k == key) {
-                    Some((_, var)) => ConfigError::EnvKey { var: var.clone(), key, reason },
-                    None => ConfigError::FileKey {
-                        path: path.map(Path::to_path_buf).unwrap_or_default(),
-                        key,
-                        reason,
-                    },
-                }
-            },
-        )?;
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+            let key = e.path().to_string();
+            let reason = one_line(&e.inner().to_string());
+            match overridden.iter().find(|(k, _)| *k == key) {
+                Some((_, var)) => ConfigError::EnvKey { var: var.clone(), key, reason },
+                None => ConfigError::FileKey { path: path.map(Path::to_path_buf).unwrap_or_default(), key, reason },
+            }
+        })?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, reason: &str| {
-            Err(ConfigError::Invalid { key: key.into(), reason: reason.into() })
-        };
+        let invalid = |key: &str, reason: &str| Err(ConfigError::Invalid { key: key.into(), reason: reason.into() });
         let url = &self.database.url;
-        if !(url.starts_with("sqlite:")
-            || url.starts_with("postgres://")
-            || url.starts_with("postgresql://"))
-        {
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return invalid("database.url", "must start with sqlite:// or postgres://");
         }
         if self.database.max_connections == 0 {
@@ -388,7 +373,10 @@ impl Config {
             return invalid("sync.idle_renew_secs", "must be between 60 and 1740 (servers end IDLE at 30 minutes)");
         }
         if sync.lease_secs * 1000 <= sync.account_check_ms * 2 {
-            return invalid("sync.lease_secs", "must be more than twice sync.account_check_ms, or leases lapse between renewals");
+            return invalid(
+                "sync.lease_secs",
+                "must be more than twice sync.account_check_ms, or leases lapse between renewals",
+            );
         }
         let domain = &self.bcc_drop.domain;
         if domain.is_empty()
@@ -400,7 +388,10 @@ impl Config {
         }
         let drop = &self.bcc_drop;
         if drop.tls_cert_file.as_os_str().is_empty() != drop.tls_key_file.as_os_str().is_empty() {
-            return invalid("bcc_drop.tls_cert_file", "tls_cert_file and tls_key_file go together: set both or neither");
+            return invalid(
+                "bcc_drop.tls_cert_file",
+                "tls_cert_file and tls_key_file go together: set both or neither",
+            );
         }
         if let Err(e) = drop.dns_server_addrs() {
             return invalid("bcc_drop.dns_servers", &e);
@@ -409,7 +400,10 @@ impl Config {
             return invalid("bcc_drop.hostname", "must be a host name without spaces");
         }
         if self.outbound.stale_sending_secs <= self.outbound.send_timeout_secs {
-            return invalid("outbound.stale_sending_secs", "must be more than outbound.send_timeout_secs, or a slow send is taken for a dead one");
+            return invalid(
+                "outbound.stale_sending_secs",
+                "must be more than outbound.send_timeout_secs, or a slow send is taken for a dead one",
+            );
         }
         if !self.smtp_relay.host.is_empty() && self.smtp_relay.port == 0 {
             return invalid("smtp_relay.port", "must be a port number");
@@ -482,18 +476,13 @@ fn apply_env(
             key: dotted.clone(),
             reason,
         })?;
-        let section_table = table
-            .entry(section)
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let section_table = table.entry(section).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         match section_table.as_table_mut() {
             Some(t) => {
                 t.insert(key.to_string(), value);
             }
             None => {
-                return Err(ConfigError::Invalid {
-                    key: section.to_string(),
-                    reason: "must be a table".into(),
-                });
+                return Err(ConfigError::Invalid { key: section.to_string(), reason: "must be a table".into() });
             }
         }
         applied.push((dotted.clone(), var));
@@ -503,15 +492,15 @@ fn apply_env(
 
 fn typed_like(default: &toml::Value, raw: &str) -> Result<toml::Value, String> {
     Ok(match default {
-        toml::Value::Integer(_) => toml::Value::Integer(
-            raw.trim().parse().map_err(|_| format!("expected an integer, got `{raw}`"))?,
-        ),
-        toml::Value::Boolean(_) => toml::Value::Boolean(
-            raw.trim().parse().map_err(|_| format!("expected true or false, got `{raw}`"))?,
-        ),
-        toml::Value::Float(_) => toml::Value::Float(
-            raw.trim().parse().map_err(|_| format!("expected a number, got `{raw}`"))?,
-        ),
+        toml::Value::Integer(_) => {
+            toml::Value::Integer(raw.trim().parse().map_err(|_| format!("expected an integer, got `{raw}`"))?)
+        }
+        toml::Value::Boolean(_) => {
+            toml::Value::Boolean(raw.trim().parse().map_err(|_| format!("expected true or false, got `{raw}`"))?)
+        }
+        toml::Value::Float(_) => {
+            toml::Value::Float(raw.trim().parse().map_err(|_| format!("expected a number, got `{raw}`"))?)
+        }
         _ => toml::Value::String(raw.to_string()),
     })
 }
@@ -571,13 +560,10 @@ mod tests {
         let file = write("[api]\nlisten = \"not an address\"\n");
         let err = Config::load_with_env(Some(file.path()), env(&[])).unwrap_err().to_string();
         assert!(err.contains("api.listen"), "{err}");
-        let err = Config::load_with_env(None, env(&[("MAILSYNC_SYNC_MAX_RECIPIENTS", "lots")]))
-            .unwrap_err()
-            .to_string();
+        let err =
+            Config::load_with_env(None, env(&[("MAILSYNC_SYNC_MAX_RECIPIENTS", "lots")])).unwrap_err().to_string();
         assert!(err.contains("MAILSYNC_SYNC_MAX_RECIPIENTS") && err.contains("integer"), "{err}");
-        let err = Config::load_with_env(None, env(&[("MAILSYNC_SYNC_MAX_RECIPIENTS", "0")]))
-            .unwrap_err()
-            .to_string();
+        let err = Config::load_with_env(None, env(&[("MAILSYNC_SYNC_MAX_RECIPIENTS", "0")])).unwrap_err().to_string();
         assert!(err.contains("sync.max_recipients"), "{err}");
     }
 
@@ -591,9 +577,7 @@ mod tests {
 
     #[test]
     fn unknown_env_var_is_rejected() {
-        let err = Config::load_with_env(None, env(&[("MAILSYNC_DATABSE_URL", "x")]))
-            .unwrap_err()
-            .to_string();
+        let err = Config::load_with_env(None, env(&[("MAILSYNC_DATABSE_URL", "x")])).unwrap_err().to_string();
         assert!(err.contains("MAILSYNC_DATABSE_URL"), "{err}");
     }
 

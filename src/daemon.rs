@@ -23,8 +23,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Connects to the configured database and applies pending migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let db = &config.database;
-    let store =
-        Store::connect(&db.url, db.max_connections, Duration::from_secs(db.connect_timeout_secs)).await?;
+    let store = Store::connect(&db.url, db.max_connections, Duration::from_secs(db.connect_timeout_secs)).await?;
     store.migrate().await?;
     Ok(store)
 }
@@ -68,7 +67,8 @@ pub async fn run(mut config: Config, config_path: Option<std::path::PathBuf>) ->
         Duration::from_millis(config.sync.account_check_ms),
         stop_rx.clone(),
     ));
-    let app = api::router(AppState { store: store.clone(), key, tokens, relink, outbox, config: shared_config.clone() });
+    let app =
+        api::router(AppState { store: store.clone(), key, tokens, relink, outbox, config: shared_config.clone() });
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -77,9 +77,8 @@ pub async fn run(mut config: Config, config_path: Option<std::path::PathBuf>) ->
             })
             .await
     });
-    let watchdog_task = systemd::watchdog_interval().map(|every| {
-        tokio::spawn(watchdog(store.clone(), every, stop_rx.clone()))
-    });
+    let watchdog_task =
+        systemd::watchdog_interval().map(|every| tokio::spawn(watchdog(store.clone(), every, stop_rx.clone())));
 
     tracing::info!(api = %api_addr, database = %crate::store::redact_url(&config.database.url), "mailsync running");
     systemd::notify(&format!("READY=1\nSTATUS=serving API on {api_addr}"));
@@ -196,7 +195,8 @@ impl Services {
     async fn stop_all(&mut self) {
         // All signalled first, so their grace periods run together. BCC-drop sessions in
         // flight end with the process: a client without its reply retries.
-        let tasks: Vec<Task> = [self.bcc_drop.take(), self.supervisor.take(), self.sender.take()].into_iter().flatten().collect();
+        let tasks: Vec<Task> =
+            [self.bcc_drop.take(), self.supervisor.take(), self.sender.take()].into_iter().flatten().collect();
         for task in &tasks {
             let _ = task.stop.send(true);
         }

@@ -70,41 +70,81 @@ pub async fn render(store: &Store) -> Result<String> {
     for (account, state) in &snapshot.account_states {
         let _ = writeln!(out, "mailsync_account_state{{account=\"{account}\",state=\"{state}\"}} 1");
     }
-    gauge_by(&mut out, "mailsync_messages_stored", "Messages in the store, by source", "source", &snapshot.messages_by_source);
+    gauge_by(
+        &mut out,
+        "mailsync_messages_stored",
+        "Messages in the store, by source",
+        "source",
+        &snapshot.messages_by_source,
+    );
     family(&mut out, "mailsync_messages_skipped", "gauge", "Messages skipped by the ingest screen");
     let _ = writeln!(out, "mailsync_messages_skipped {}", snapshot.skipped);
     family(&mut out, "mailsync_imap_connections_total", "counter", "IMAP sessions opened since start");
     let _ = writeln!(out, "mailsync_imap_connections_total {}", c.imap_connections.load(Ordering::Relaxed));
     family(&mut out, "mailsync_imap_errors_total", "counter", "Folder sessions ended by an error, by class");
     for (class, n) in ErrorClass::ALL.iter().zip(&c.imap_errors) {
-        let _ = writeln!(out, "mailsync_imap_errors_total{{class=\"{}\"}} {}", class.as_str(), n.load(Ordering::Relaxed));
+        let _ =
+            writeln!(out, "mailsync_imap_errors_total{{class=\"{}\"}} {}", class.as_str(), n.load(Ordering::Relaxed));
     }
-    family(&mut out, "mailsync_push_latency_seconds", "histogram", "From the server's IDLE notification to the new mail committed");
+    family(
+        &mut out,
+        "mailsync_push_latency_seconds",
+        "histogram",
+        "From the server's IDLE notification to the new mail committed",
+    );
     for (bound, bucket) in PUSH_BUCKETS.iter().zip(&c.push_buckets) {
-        let _ = writeln!(out, "mailsync_push_latency_seconds_bucket{{le=\"{bound}\"}} {}", bucket.load(Ordering::Relaxed));
+        let _ =
+            writeln!(out, "mailsync_push_latency_seconds_bucket{{le=\"{bound}\"}} {}", bucket.load(Ordering::Relaxed));
     }
     let count = c.push_count.load(Ordering::Relaxed);
     let _ = writeln!(out, "mailsync_push_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
-    let _ = writeln!(out, "mailsync_push_latency_seconds_sum {}", c.push_sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+    let _ =
+        writeln!(out, "mailsync_push_latency_seconds_sum {}", c.push_sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
     let _ = writeln!(out, "mailsync_push_latency_seconds_count {count}");
-    gauge_by(&mut out, "mailsync_outbox_messages", "Outgoing messages, by status", "status", &snapshot.outbox_by_status);
+    gauge_by(
+        &mut out,
+        "mailsync_outbox_messages",
+        "Outgoing messages, by status",
+        "status",
+        &snapshot.outbox_by_status,
+    );
     let drops_help = "Messages received by the BCC-drop listener, by outcome";
     gauge_by(&mut out, "mailsync_bcc_drop_messages", drops_help, "outcome", &snapshot.drops_by_outcome);
-    family(&mut out, "mailsync_contacts_sync_last_run_timestamp_seconds", "gauge", "End of each user's last contacts sync");
+    family(
+        &mut out,
+        "mailsync_contacts_sync_last_run_timestamp_seconds",
+        "gauge",
+        "End of each user's last contacts sync",
+    );
     for s in &snapshot.contact_syncs {
-        let _ = writeln!(out, "mailsync_contacts_sync_last_run_timestamp_seconds{{user=\"{}\"}} {}", s.user_id, s.last_sync_at as f64 / 1000.0);
+        let _ = writeln!(
+            out,
+            "mailsync_contacts_sync_last_run_timestamp_seconds{{user=\"{}\"}} {}",
+            s.user_id,
+            s.last_sync_at as f64 / 1000.0
+        );
     }
     family(&mut out, "mailsync_contacts_sync_failing", "gauge", "1 when a user's last contacts sync failed");
     for s in &snapshot.contact_syncs {
         let _ = writeln!(out, "mailsync_contacts_sync_failing{{user=\"{}\"}} {}", s.user_id, u8::from(s.failing));
     }
-    family(&mut out, "mailsync_contacts_sync_items", "gauge", "Last run's counts (created, updated, unchanged, conflicts...), per user");
+    family(
+        &mut out,
+        "mailsync_contacts_sync_items",
+        "gauge",
+        "Last run's counts (created, updated, unchanged, conflicts...), per user",
+    );
     for s in &snapshot.contact_syncs {
         for (key, n) in &s.counts {
             let _ = writeln!(out, "mailsync_contacts_sync_items{{user=\"{}\",kind=\"{key}\"}} {n}", s.user_id);
         }
     }
-    family(&mut out, "mailsync_store_scrape_seconds", "gauge", "How long the store took to answer this scrape's queries");
+    family(
+        &mut out,
+        "mailsync_store_scrape_seconds",
+        "gauge",
+        "How long the store took to answer this scrape's queries",
+    );
     let _ = writeln!(out, "mailsync_store_scrape_seconds {store_seconds}");
     Ok(out)
 }

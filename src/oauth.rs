@@ -168,8 +168,11 @@ impl TokenSource {
                     let detail = r.error_description().cloned().unwrap_or_default();
                     SyncError::new(
                         class,
-                        format!("the token endpoint refused the refresh token ({}{}); reconnect the account's OAuth grant",
-                            r.error().as_ref(), if detail.is_empty() { String::new() } else { format!(": {detail}") }),
+                        format!(
+                            "the token endpoint refused the refresh token ({}{}); reconnect the account's OAuth grant",
+                            r.error().as_ref(),
+                            if detail.is_empty() { String::new() } else { format!(": {detail}") }
+                        ),
                     )
                 }
                 RequestTokenError::Request(e) => {
@@ -184,13 +187,20 @@ impl TokenSource {
             self.key.seal(purpose, secret).map_err(|e| SyncError::new(ErrorClass::Secret, e.to_string()))
         };
         let rotated = match response.refresh_token() {
-            Some(new) if new.secret() != refresh_token.expose() => Some(seal(REFRESH_TOKEN_PURPOSE, &Secret::new(new.secret().clone()))?),
+            Some(new) if new.secret() != refresh_token.expose() => {
+                Some(seal(REFRESH_TOKEN_PURPOSE, &Secret::new(new.secret().clone()))?)
+            }
             _ => None,
         };
         self.store
             .save_oauth_tokens(self.account_id, &seal(ACCESS_TOKEN_PURPOSE, &token)?, expires_at, rotated.as_deref())
             .await?;
-        tracing::info!(account = self.account_id, expires_in_s = lifetime.as_secs(), rotated = rotated.is_some(), "OAuth access token refreshed");
+        tracing::info!(
+            account = self.account_id,
+            expires_in_s = lifetime.as_secs(),
+            rotated = rotated.is_some(),
+            "OAuth access token refreshed"
+        );
         let margin = EXPIRY_MARGIN_MS.min(lifetime.as_millis() as i64 / 4);
         Ok((token, expires_at - margin))
     }

@@ -8,7 +8,6 @@
 
 use std::fmt;
 
-
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -85,9 +84,7 @@ impl MasterKey {
             }
         }
         match Self::read(key_file) {
-            Err(SecretsError::KeyFile { reason, .. }) if reason == NOT_FOUND => {
-                Self::create(key_file)
-            }
+            Err(SecretsError::KeyFile { reason, .. }) if reason == NOT_FOUND => Self::create(key_file),
             other => other,
         }
     }
@@ -141,11 +138,7 @@ impl MasterKey {
         self.rng.fill(&mut nonce).map_err(|_| SecretsError::Random)?;
         let mut data = secret.expose().as_bytes().to_vec();
         self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(purpose.as_bytes()),
-                &mut data,
-            )
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(purpose.as_bytes()), &mut data)
             .map_err(|_| SecretsError::Random)?;
         let mut out = Vec::with_capacity(1 + NONCE_LEN + data.len());
         out.push(SEALED_VERSION);

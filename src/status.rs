@@ -55,7 +55,9 @@ impl Status {
                     ((stored + skipped) as f64 / f.server_messages as f64).min(1.0)
                 };
                 let estimate = (!f.initial_sync_done)
-                    .then(|| Estimate::of(f.backfill_started_at, f.backfill_base, stored + skipped, f.server_messages, now))
+                    .then(|| {
+                        Estimate::of(f.backfill_started_at, f.backfill_base, stored + skipped, f.server_messages, now)
+                    })
                     .flatten();
                 folders.push(FolderStatus {
                     role: f.role,

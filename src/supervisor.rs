@@ -11,10 +11,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::SyncConfig;
+use crate::imap::SyncError;
 use crate::imap::connection::ServerSettings;
 use crate::imap::sync::SyncOptions;
 use crate::imap::worker::{Credentials, WorkerContext, run_account};
-use crate::imap::SyncError;
 use crate::ingest::Screen;
 use crate::secrets::MasterKey;
 use crate::store::{Account, Store};
@@ -114,8 +114,7 @@ impl Supervisor {
                 Err(e) => return Err(e),
             }
         }
-        let gone: Vec<i64> =
-            self.workers.keys().copied().filter(|id| !leases.iter().any(|l| l.id == *id)).collect();
+        let gone: Vec<i64> = self.workers.keys().copied().filter(|id| !leases.iter().any(|l| l.id == *id)).collect();
         for id in gone {
             tracing::info!(account = id, "account removed; stopping worker");
             self.stop(id).await;

@@ -39,12 +39,21 @@ fn api_on_both_backends() {
         assert_eq!(status, 409, "{err}");
         assert_eq!(err["error"]["code"], "conflict");
 
-        let (status, contact) = daemon.api("POST", "/v1/contacts", Some(&json!({"name": "Ann", "emails": ["ann@client.example"]})));
+        let (status, contact) =
+            daemon.api("POST", "/v1/contacts", Some(&json!({"name": "Ann", "emails": ["ann@client.example"]})));
         assert_eq!(status, 201, "{contact}");
-        let (status, lead) = daemon.api("POST", "/v1/leads", Some(&json!({"name": "Lee", "emails": ["lee@p.example"], "status": "qualified"})));
+        let (status, lead) = daemon.api(
+            "POST",
+            "/v1/leads",
+            Some(&json!({"name": "Lee", "emails": ["lee@p.example"], "status": "qualified"})),
+        );
         assert_eq!(status, 201, "{lead}");
         assert_eq!(lead["status"], "qualified");
-        let (status, deal) = daemon.api("POST", "/v1/deals", Some(&json!({"title": "Big one", "contacts": [contact["id"]], "leads": [lead["id"]]})));
+        let (status, deal) = daemon.api(
+            "POST",
+            "/v1/deals",
+            Some(&json!({"title": "Big one", "contacts": [contact["id"]], "leads": [lead["id"]]})),
+        );
         assert_eq!(status, 201, "{deal}");
         assert_eq!(daemon.api("GET", "/v1/contacts?limit=10", None).1.as_array().unwrap().len(), 1);
         assert_eq!(daemon.api("GET", &format!("/v1/deals/{}", deal["id"]), None).1["leads"][0], lead["id"]);

@@ -15,10 +15,13 @@ async fn schemathesis_finds_no_server_error() {
     let d = dir.path();
     // Short network timeouts: fuzzed accounts and address books point anywhere.
     write_config(d, db.url(), "");
-    let config = std::fs::read_to_string(d.join("mailsync.toml")).unwrap().replace("connect_timeout_secs = 5", "connect_timeout_secs = 2");
+    let config = std::fs::read_to_string(d.join("mailsync.toml"))
+        .unwrap()
+        .replace("connect_timeout_secs = 5", "connect_timeout_secs = 2");
     std::fs::write(d.join("mailsync.toml"), config).unwrap();
     let daemon = Daemon::start(d, db.url());
-    let schemathesis = std::env::var("SCHEMATHESIS").unwrap_or_else(|_| "/opt/mailsync-test/schemathesis/bin/schemathesis".into());
+    let schemathesis =
+        std::env::var("SCHEMATHESIS").unwrap_or_else(|_| "/opt/mailsync-test/schemathesis/bin/schemathesis".into());
     let base = format!("http://127.0.0.1:{}", daemon.api_port);
     let out = Command::new(&schemathesis)
         .args(["run", &format!("{base}/v1/openapi.json"), "--url", &base])
@@ -30,6 +33,11 @@ async fn schemathesis_finds_no_server_error() {
         .output()
         .unwrap_or_else(|e| panic!("cannot run {schemathesis} (scripts/install-test-deps installs it): {e}"));
     let report = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "schemathesis found failures:\n{report}\n{}\n{}", String::from_utf8_lossy(&out.stderr), daemon.log());
+    assert!(
+        out.status.success(),
+        "schemathesis found failures:\n{report}\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        daemon.log()
+    );
     assert!(report.contains("passed"), "{report}");
 }

@@ -175,7 +175,8 @@ async fn relayed_mail_is_stored_linked_and_the_synced_sent_copy_is_the_same_mess
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         write_config(d, db.url(), "");
-        let drop_port = bcc_drop_config(d, &format!("dns_servers = \"127.0.0.1:{}\"\ndomain = \"drop.test\"", dns.port));
+        let drop_port =
+            bcc_drop_config(d, &format!("dns_servers = \"127.0.0.1:{}\"\ndomain = \"drop.test\"", dns.port));
         let account = add_account(d, db.url(), &dovecot, ALICE, "pw-alice");
         ok(mailsync(d, db.url()).args(["user-add-address", "--user", ALICE, ALICE_PHONE]));
         let address = drop_address(d, db.url(), ALICE);
@@ -184,7 +185,8 @@ async fn relayed_mail_is_stored_linked_and_the_synced_sent_copy_is_the_same_mess
         let daemon = Daemon::start(d, db.url());
         let store = db.store().await;
         wait_initial_sync(&store, account, 2).await;
-        let (_, contact) = daemon.api("POST", "/v1/contacts", Some(&json!({"name": "Bob", "emails": ["bob@client.test"]})));
+        let (_, contact) =
+            daemon.api("POST", "/v1/contacts", Some(&json!({"name": "Bob", "emails": ["bob@client.test"]})));
 
         // Alice writes to Bob from her phone, BCC to her drop address, through Postfix.
         let message_id = format!("phone-1-{tag}@phone.test");
@@ -251,7 +253,12 @@ async fn bad_mail_is_refused_with_the_right_code_nothing_stored_and_the_listener
     assert!(rcpts[1].starts_with("550 5.7.1"), "{rcpts:?}");
 
     // Too many recipients: the third RCPT of one message is deferred (452).
-    let (rcpts, finals) = client.transaction(ALICE_PHONE, &[&address, &address, &address], &signer.sign(&phone_message("bob@client.test", "Three", "three@phone.test")), false);
+    let (rcpts, finals) = client.transaction(
+        ALICE_PHONE,
+        &[&address, &address, &address],
+        &signer.sign(&phone_message("bob@client.test", "Three", "three@phone.test")),
+        false,
+    );
     assert!(rcpts[2].starts_with("452 4.5.3"), "{rcpts:?}");
     assert!(finals[0].starts_with("250"), "two RCPTs of one mailbox, stored once: {finals:?}");
 
@@ -260,23 +267,43 @@ async fn bad_mail_is_refused_with_the_right_code_nothing_stored_and_the_listener
     let spoofed = signer.sign(&message("ceo@phone.test", "bob@client.test", "Wire money", "spoof@phone.test", "pay"));
     let (_, finals) = client.transaction(ALICE_PHONE, &[&address], &spoofed, false);
     assert!(finals[0].starts_with("550 5.7.1") && finals[0].contains("ceo@phone.test"), "{finals:?}");
-    let (_, finals) = client.transaction("mallory@evil.test", &[&address], &signer.sign(&phone_message("bob@client.test", "Env", "env@phone.test")), false);
+    let (_, finals) = client.transaction(
+        "mallory@evil.test",
+        &[&address],
+        &signer.sign(&phone_message("bob@client.test", "Env", "env@phone.test")),
+        false,
+    );
     assert!(finals[0].starts_with("550 5.7.1") && finals[0].contains("envelope sender"), "{finals:?}");
-    let tampered = signer.sign(&phone_message("bob@client.test", "Tampered", "tampered@phone.test")).replace("Sent from my phone", "Sent from my PHONE");
+    let tampered = signer
+        .sign(&phone_message("bob@client.test", "Tampered", "tampered@phone.test"))
+        .replace("Sent from my phone", "Sent from my PHONE");
     let (_, finals) = client.transaction(ALICE_PHONE, &[&address], &tampered, false);
     assert!(finals[0].starts_with("550 5.7.1") && finals[0].contains("body hash does not match"), "{finals:?}");
-    let (_, finals) = client.transaction(ALICE_PHONE, &[&address], &phone_message("bob@client.test", "Unsigned", "unsigned@phone.test"), false);
+    let (_, finals) = client.transaction(
+        ALICE_PHONE,
+        &[&address],
+        &phone_message("bob@client.test", "Unsigned", "unsigned@phone.test"),
+        false,
+    );
     assert!(finals[0].starts_with("550 5.7.1") && finals[0].contains("not authenticated"), "{finals:?}");
 
     // Oversized: announced (SIZE) and actual.
     let reply = client.cmd("MAIL FROM:<alice@phone.test> SIZE=200000");
     assert!(reply.starts_with("552"), "{reply}");
-    let big = signer.sign(&message(ALICE_PHONE, "bob@client.test", "Big", "big@phone.test", &"0123456789abcdef\r\n".repeat(10_000)));
+    let big = signer.sign(&message(
+        ALICE_PHONE,
+        "bob@client.test",
+        "Big",
+        "big@phone.test",
+        &"0123456789abcdef\r\n".repeat(10_000),
+    ));
     let (_, finals) = client.transaction(ALICE_PHONE, &[&address], &big, false);
     assert!(finals[0].starts_with("552"), "{finals:?}");
 
     // Malformed commands.
-    for (line, code) in [("FROB", "500"), ("RCPT TO:<x@drop.test>", "503"), ("MAIL FROM:<no-bracket", "501"), ("DATA", "503")] {
+    for (line, code) in
+        [("FROB", "500"), ("RCPT TO:<x@drop.test>", "503"), ("MAIL FROM:<no-bracket", "501"), ("DATA", "503")]
+    {
         let reply = client.cmd(line);
         assert!(reply.starts_with(code), "{line}: {reply}");
     }
@@ -309,10 +336,18 @@ async fn bad_mail_is_refused_with_the_right_code_nothing_stored_and_the_listener
     assert!(transcript.contains("STARTTLS") && transcript.contains("250 2.0.0 stored as message"), "{transcript}");
 
     // Exactly the two good messages are stored; every refusal after DATA is recorded.
-    let ids: Vec<String> = ["three@phone.test", "good@phone.test", "spoof@phone.test", "env@phone.test", "tampered@phone.test", "unsigned@phone.test", "big@phone.test"]
-        .iter()
-        .map(|m| m.to_string())
-        .collect();
+    let ids: Vec<String> = [
+        "three@phone.test",
+        "good@phone.test",
+        "spoof@phone.test",
+        "env@phone.test",
+        "tampered@phone.test",
+        "unsigned@phone.test",
+        "big@phone.test",
+    ]
+    .iter()
+    .map(|m| m.to_string())
+    .collect();
     let mut counts = Vec::new();
     for id in &ids {
         counts.push(stored_count(&db, id).await);
@@ -366,7 +401,9 @@ async fn killed_between_data_and_reply_the_client_sees_no_250_and_a_retry_stores
     client.cmd("DATA");
     client.send(&dot_stuff(&raw));
     client.send(".\r\n");
-    poll(DROP_DEADLINE, "the daemon received the message", || daemon.log().contains("BCC drop: message received").then_some(()));
+    poll(DROP_DEADLINE, "the daemon received the message", || {
+        daemon.log().contains("BCC drop: message received").then_some(())
+    });
     kill_hard(&mut daemon);
     let reply = client.reply();
     assert!(reply.is_err(), "no reply after kill -9, got {reply:?}");
@@ -380,7 +417,8 @@ async fn killed_between_data_and_reply_the_client_sees_no_250_and_a_retry_stores
     let again = smtp_transaction(port, false, ALICE_PHONE, &[&address], &raw).unwrap();
     assert!(again.starts_with("250 2.0.0 already stored"), "{again}");
     assert_eq!(stored_count(&db, "crash@phone.test").await, 1);
-    let outcomes: Vec<String> = deliveries(&daemon).iter().map(|d| d["outcome"].as_str().unwrap().to_string()).collect();
+    let outcomes: Vec<String> =
+        deliveries(&daemon).iter().map(|d| d["outcome"].as_str().unwrap().to_string()).collect();
     assert_eq!(outcomes, ["duplicate", "imported"]);
 }
 
@@ -396,7 +434,10 @@ async fn lmtp_answers_each_recipient_and_a_trusted_mta_header_decides_authentica
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     write_config(d, db.url(), "");
-    let port = bcc_drop_config(d, "protocol = \"lmtp\"\ndomain = \"drop.test\"\ntrusted_authserv_id = \"mx.test\"\nmax_sessions = 1");
+    let port = bcc_drop_config(
+        d,
+        "protocol = \"lmtp\"\ndomain = \"drop.test\"\ntrusted_authserv_id = \"mx.test\"\nmax_sessions = 1",
+    );
     let alice_drop = setup_user(d, db.url(), ALICE, ALICE_PHONE);
     let carol_drop = setup_user(d, db.url(), "carol@example.test", "");
     let _daemon = Daemon::start(d, db.url());

@@ -45,9 +45,13 @@ fn account_and_crm_commands_on_both_backends() {
         let d = dir.path();
         let ms = || mailsync(d, db.url());
         std::fs::write(d.join("pw"), "s3cret-pw\n").unwrap();
-        let out = ok(ms()
-            .args(["account", "add", "--email", "Alice@Example.com", "--imap-host", "localhost"])
-            .args(["--password-file", "pw", "--org", "acme", "--json"]));
+        let out = ok(ms().args(["account", "add", "--email", "Alice@Example.com", "--imap-host", "localhost"]).args([
+            "--password-file",
+            "pw",
+            "--org",
+            "acme",
+            "--json",
+        ]));
         let id = serde_json::from_str::<Value>(&out).unwrap()["id"].as_i64().expect("id");
 
         let out = ok(ms().args(["account", "show", &id.to_string(), "--json"]));
@@ -60,19 +64,45 @@ fn account_and_crm_commands_on_both_backends() {
         assert_eq!(serde_json::from_str::<Value>(&listed).unwrap().as_array().unwrap().len(), 1);
 
         ok(ms().args(["lead", "add", "--org", "acme", "--name", "Lee", "--email", "lee@prospect.example"]));
-        let contact = ok(ms().args(["contact", "add", "--org", "acme", "--name", "Ann", "--email", "ANN@client.example", "--phone", "+1 555 0100", "--json"]));
+        let contact = ok(ms().args([
+            "contact",
+            "add",
+            "--org",
+            "acme",
+            "--name",
+            "Ann",
+            "--email",
+            "ANN@client.example",
+            "--phone",
+            "+1 555 0100",
+            "--json",
+        ]));
         let contact: Value = serde_json::from_str(&contact).unwrap();
         assert_eq!(contact["emails"][0], "ann@client.example");
         let contact_id = contact["id"].as_i64().unwrap().to_string();
-        let deal = ok(ms().args(["deal", "add", "--org", "acme", "--title", "Renewal", "--value", "1250.50", "--contact", &contact_id, "--json"]));
+        let deal = ok(ms().args([
+            "deal",
+            "add",
+            "--org",
+            "acme",
+            "--title",
+            "Renewal",
+            "--value",
+            "1250.50",
+            "--contact",
+            &contact_id,
+            "--json",
+        ]));
         let deal: Value = serde_json::from_str(&deal).unwrap();
         assert_eq!(deal["value_cents"], 125050);
         assert_eq!(deal["contacts"][0].as_i64().unwrap().to_string(), contact_id);
 
         std::fs::write(d.join("c.csv"), "Name,Email,Phone,Company\nBo,bo@client.example,,Client\nCy,cy@client.example;cy2@client.example,+44 20 7946 0000,\nAnn again,ann@client.example,,\n").unwrap();
-        let summary: Value = serde_json::from_str(&ok(ms().args(["contact", "import", "c.csv", "--org", "acme", "--json"]))).unwrap();
+        let summary: Value =
+            serde_json::from_str(&ok(ms().args(["contact", "import", "c.csv", "--org", "acme", "--json"]))).unwrap();
         assert_eq!(summary, serde_json::json!({"created": 2, "existing": 1}), "{}", db.label());
-        let contacts: Value = serde_json::from_str(&ok(ms().args(["contact", "list", "--org", "acme", "--json"]))).unwrap();
+        let contacts: Value =
+            serde_json::from_str(&ok(ms().args(["contact", "list", "--org", "acme", "--json"]))).unwrap();
         assert_eq!(contacts.as_array().unwrap().len(), 3);
         assert_eq!(contacts[2]["emails"], serde_json::json!(["cy@client.example", "cy2@client.example"]));
         let leads: Value = serde_json::from_str(&ok(ms().args(["lead", "list", "--json"]))).unwrap();
@@ -119,11 +149,23 @@ fn bad_input_gives_one_line_errors_and_writes_nothing() {
             .env("MAILSYNC_DATABASE_CONNECT_TIMEOUT_SECS", "2")
             .arg("migrate"),
     );
-    assert_one_line_error(&out, "cannot open database postgres://u:***@127.0.0.1:1/x: error communicating with database: Connection refused");
+    assert_one_line_error(
+        &out,
+        "cannot open database postgres://u:***@127.0.0.1:1/x: error communicating with database: Connection refused",
+    );
     assert!(!out.stderr.contains("hunter2"));
 
     // A wrong --password-file path: nothing is created, not even the database.
-    let out = output(ms().args(["account", "add", "--email", "a@example.com", "--imap-host", "h", "--password-file", "missing.txt"]));
+    let out = output(ms().args([
+        "account",
+        "add",
+        "--email",
+        "a@example.com",
+        "--imap-host",
+        "h",
+        "--password-file",
+        "missing.txt",
+    ]));
     assert_one_line_error(&out, "cannot read password file missing.txt");
     if let TestDb::Sqlite { dir: db_dir, .. } = &db {
         assert!(!db_dir.path().join("mailsync.db").exists(), "nothing half-written");
@@ -132,17 +174,30 @@ fn bad_input_gives_one_line_errors_and_writes_nothing() {
     // Duplicate account for the same user: refused, the first one intact.
     std::fs::write(d.join("pw"), "pw1").unwrap();
     ok(ms().args(["account", "add", "--email", "a@example.com", "--imap-host", "h1", "--password-file", "pw"]));
-    let out = output(ms().args(["account", "add", "--email", "A@example.com", "--imap-host", "h2", "--password-file", "pw"]));
+    let out =
+        output(ms().args(["account", "add", "--email", "A@example.com", "--imap-host", "h2", "--password-file", "pw"]));
     assert_one_line_error(&out, "already has mail account");
     let accounts: Value = serde_json::from_str(&ok(ms().args(["account", "list", "--json"]))).unwrap();
     assert_eq!(accounts.as_array().unwrap().len(), 1);
     assert_eq!(accounts[0]["imap_host"], "h1");
 
     // Other bad values, each named.
-    let out = output(ms().args(["account", "add", "--email", "not-an-address", "--imap-host", "h", "--password-file", "pw"]));
+    let out =
+        output(ms().args(["account", "add", "--email", "not-an-address", "--imap-host", "h", "--password-file", "pw"]));
     assert_one_line_error(&out, "not-an-address");
     std::fs::write(d.join("bad-ca.pem"), "not a certificate").unwrap();
-    let out = output(ms().args(["account", "add", "--email", "b@example.com", "--imap-host", "h", "--password-file", "pw", "--ca-file", "bad-ca.pem"]));
+    let out = output(ms().args([
+        "account",
+        "add",
+        "--email",
+        "b@example.com",
+        "--imap-host",
+        "h",
+        "--password-file",
+        "pw",
+        "--ca-file",
+        "bad-ca.pem",
+    ]));
     assert_one_line_error(&out, "bad-ca.pem");
     let out = output(ms().args(["deal", "add", "--title", "X", "--status", "maybe"]));
     assert_one_line_error(&out, "maybe");
@@ -172,7 +227,11 @@ fn contact_import_shows_a_progress_bar_on_a_terminal_only() {
     // On a terminal (script(1) gives the command a pseudo-terminal): the bar, redrawn in
     // place, ending at 100%.
     std::fs::write(d.join("more.csv"), "name,email\nAnn,ann@more.example\nBo,bo@more.example\n").unwrap();
-    let cmd = mailsync(d, db.url()).args(["contact", "import", "more.csv"]).get_args().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>();
+    let cmd = mailsync(d, db.url())
+        .args(["contact", "import", "more.csv"])
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
     let line = std::iter::once(BIN.to_string()).chain(cmd).collect::<Vec<_>>().join(" ");
     let tty = output(Command::new("script").args(["-qefc", &line, "/dev/null"]).current_dir(d));
     assert_eq!(tty.code, 0, "{}{}", tty.stdout, tty.stderr);

@@ -41,7 +41,9 @@ impl Rig<'_> {
     fn sync_quiet(&self, step: &str) {
         let writes = self.people.writes();
         let report = self.sync();
-        for key in ["created_in_crm", "created_remotely", "updated_in_crm", "updated_remotely", "flagged", "remote_deletions"] {
+        for key in
+            ["created_in_crm", "created_remotely", "updated_in_crm", "updated_remotely", "flagged", "remote_deletions"]
+        {
             assert_eq!(report[key], 0, "{step}: a second sync did something: {report}");
         }
         assert_eq!(self.people.writes(), writes, "{step}: a second sync wrote to Google");
@@ -103,7 +105,18 @@ impl Env {
         let d = dir.path();
         write_config(d, db.url(), "");
         ok(mailsync(d, db.url())
-            .args(["account", "add", "--email", USER, "--imap-host", "127.0.0.1", "--imap-port", "1", "--tls", "starttls"])
+            .args([
+                "account",
+                "add",
+                "--email",
+                USER,
+                "--imap-host",
+                "127.0.0.1",
+                "--imap-port",
+                "1",
+                "--tls",
+                "starttls",
+            ])
             .args(["--auth", "xoauth2", "--oauth-provider", "custom", "--oauth-client-id", "mailsync-test"])
             .args(["--oauth-token-url", &oauth.token_url(), "--refresh-token-env", "RT"])
             .env("RT", "rt-alice"));
@@ -121,12 +134,24 @@ async fn two_way_sync_with_the_google_people_api() {
     let (rig, people, db, d) = (env.rig(), &env.people, &env.db, env.dir.path());
 
     // First sync both ways; the group is created; Google throttles at first.
-    rig.cli(&["contact", "add", "--name", "Ann Lee", "--email", "ann@client.test", "--phone", "+1 415 555 0132", "--owner", USER]);
+    rig.cli(&[
+        "contact",
+        "add",
+        "--name",
+        "Ann Lee",
+        "--email",
+        "ann@client.test",
+        "--phone",
+        "+1 415 555 0132",
+        "--owner",
+        USER,
+    ]);
     rig.configure(&[]);
     people.throttle(2);
     assert_eq!(rig.sync()["created_remotely"], 1);
     let ann = rig.google_with_email("ann@client.test");
-    let group = ann["memberships"][0]["contactGroupMembership"]["contactGroupResourceName"].as_str().unwrap().to_string();
+    let group =
+        ann["memberships"][0]["contactGroupMembership"]["contactGroupResourceName"].as_str().unwrap().to_string();
     let bob = people.add(person("Bob Ray", "bob@client.test", &group));
     people.add(person("Not Synced", "other@client.test", "contactGroups/myContacts"));
     let report = rig.sync();
@@ -139,14 +164,20 @@ async fn two_way_sync_with_the_google_people_api() {
     rig.cli(&["contact", "update", &ann_id, "--company", "Acme"]);
     people.edit(&bob, |p| p["names"] = json!([{"unstructuredName": "Bob Ray Jr"}]));
     let report = rig.sync();
-    assert_eq!((report["updated_remotely"].as_u64(), report["updated_in_crm"].as_u64()), (Some(1), Some(1)), "{report}");
+    assert_eq!(
+        (report["updated_remotely"].as_u64(), report["updated_in_crm"].as_u64()),
+        (Some(1), Some(1)),
+        "{report}"
+    );
     assert_eq!(rig.google_with_email("ann@client.test")["organizations"][0]["name"], "Acme");
     rig.contact_named("Bob Ray Jr");
     rig.sync_quiet("after edits on each side");
 
     // Both sides, each policy.
     let ann_rn = rig.google_with_email("ann@client.test")["resourceName"].as_str().unwrap().to_string();
-    for (policy, crm_name, remote_name, winner) in [("crm-wins", "Ann CRM", "Ann Phone", "Ann CRM"), ("remote-wins", "Ann CRM 2", "Ann Phone 2", "Ann Phone 2")] {
+    for (policy, crm_name, remote_name, winner) in
+        [("crm-wins", "Ann CRM", "Ann Phone", "Ann CRM"), ("remote-wins", "Ann CRM 2", "Ann Phone 2", "Ann Phone 2")]
+    {
         rig.configure(&["--conflict", policy]);
         rig.cli(&["contact", "update", &ann_id, "--name", crm_name]);
         people.edit(&ann_rn, |p| {
@@ -167,7 +198,10 @@ async fn two_way_sync_with_the_google_people_api() {
     let carl_id = rig.contact_named("Carl Crash")["id"].as_i64().unwrap();
     let store = db.store().await;
     let config = store.contact_sync_config(USER).await.unwrap();
-    store.save_sync_item(config.user_id, "pending:carl-uid", "carl-uid", carl_id, "", "creating", None, "").await.unwrap();
+    store
+        .save_sync_item(config.user_id, "pending:carl-uid", "carl-uid", carl_id, "", "creating", None, "")
+        .await
+        .unwrap();
     let mut carl = person("Carl Crash", "carl@client.test", &group);
     carl["clientData"] = json!([{"key": "mailsync-uid", "value": "carl-uid"}]);
     people.add(carl);

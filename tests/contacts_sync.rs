@@ -71,7 +71,9 @@ impl Rig<'_> {
     /// A sync that must change nothing anywhere.
     fn sync_quiet(&self, step: &str) {
         let report = self.sync();
-        for key in ["created_in_crm", "created_remotely", "updated_in_crm", "updated_remotely", "flagged", "remote_deletions"] {
+        for key in
+            ["created_in_crm", "created_remotely", "updated_in_crm", "updated_remotely", "flagged", "remote_deletions"]
+        {
             assert_eq!(report[key], 0, "{}: {step}: a second sync did something: {report}", self.server.name);
         }
     }
@@ -98,7 +100,8 @@ async fn book(server: &Server) -> CardDav {
 async fn cards(dav: &CardDav) -> Vec<(String, String, String)> {
     let listing = dav.changes("").await.expect("listing");
     let hrefs: Vec<String> = listing.changed.iter().map(|(h, _)| h.clone()).collect();
-    let mut cards: Vec<_> = dav.fetch(&hrefs).await.expect("fetch").into_iter().map(|f| (f.href, f.etag, f.text)).collect();
+    let mut cards: Vec<_> =
+        dav.fetch(&hrefs).await.expect("fetch").into_iter().map(|f| (f.href, f.etag, f.text)).collect();
     cards.sort();
     cards
 }
@@ -111,7 +114,9 @@ async fn card_with(dav: &CardDav, needle: &str) -> (String, String, String) {
 }
 
 fn vcard(uid: &str, name: &str, email: &str, extra: &str) -> String {
-    format!("BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{uid}\r\nFN:{name}\r\nN:{name};;;;\r\nEMAIL:{email}\r\n{extra}END:VCARD\r\n")
+    format!(
+        "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{uid}\r\nFN:{name}\r\nN:{name};;;;\r\nEMAIL:{email}\r\n{extra}END:VCARD\r\n"
+    )
 }
 
 #[tokio::test]
@@ -125,17 +130,47 @@ async fn two_way_sync_with_radicale_and_xandikos() {
         write_config(d, db.url(), "");
         let rig = Rig { dir: d, db: &db, server: &server };
         std::fs::write(d.join("pw"), "pw").unwrap();
-        rig.cli(&["account", "add", "--email", USER, "--imap-host", "127.0.0.1", "--tls", "starttls", "--imap-port", "1", "--password-file", "pw"]);
+        rig.cli(&[
+            "account",
+            "add",
+            "--email",
+            USER,
+            "--imap-host",
+            "127.0.0.1",
+            "--tls",
+            "starttls",
+            "--imap-port",
+            "1",
+            "--password-file",
+            "pw",
+        ]);
         let tag = server.name;
 
         // First sync both ways: Ann (CRM) goes out, Bob (remote, with a note and a photo
         // URL the CRM does not map) comes in.
-        rig.cli(&["contact", "add", "--name", "Ann Lee", "--email", "ann@client.test", "--phone", "+1 415 555 0132", "--owner", USER]);
+        rig.cli(&[
+            "contact",
+            "add",
+            "--name",
+            "Ann Lee",
+            "--email",
+            "ann@client.test",
+            "--phone",
+            "+1 415 555 0132",
+            "--owner",
+            USER,
+        ]);
         rig.configure(&[]);
         assert_eq!(rig.sync()["created_remotely"], 1, "{tag}");
         let dav = book(&server).await;
         let bob_href = dav.new_href("bob-1");
-        dav.put(&bob_href, vcard("bob-1", "Bob Ray", "bob@client.test", "NOTE:met at the fair\r\nTEL:(415) 555-0199\r\n"), None).await.unwrap();
+        dav.put(
+            &bob_href,
+            vcard("bob-1", "Bob Ray", "bob@client.test", "NOTE:met at the fair\r\nTEL:(415) 555-0199\r\n"),
+            None,
+        )
+        .await
+        .unwrap();
         let report = rig.sync();
         assert_eq!(report["created_in_crm"], 1, "{tag}: {report}");
         let bob = rig.contact_named("Bob Ray");
@@ -153,17 +188,25 @@ async fn two_way_sync_with_radicale_and_xandikos() {
         let (href, etag, text) = card_with(&dav, "bob@client.test").await;
         dav.put(&href, text.replace("FN:Bob Ray", "FN:Bob Ray Jr"), Some(&etag)).await.unwrap();
         let report = rig.sync();
-        assert_eq!((report["updated_remotely"].as_u64(), report["updated_in_crm"].as_u64()), (Some(1), Some(1)), "{tag}: {report}");
+        assert_eq!(
+            (report["updated_remotely"].as_u64(), report["updated_in_crm"].as_u64()),
+            (Some(1), Some(1)),
+            "{tag}: {report}"
+        );
         assert!(card_with(&dav, "ann@client.test").await.2.contains("ORG:Acme"), "{tag}");
         assert_eq!(rig.contact_named("Bob Ray Jr")["id"].to_string(), bob_id);
-        assert!(card_with(&dav, "bob@client.test").await.2.contains("NOTE:met at the fair"), "{tag}: unmapped properties survive");
+        assert!(
+            card_with(&dav, "bob@client.test").await.2.contains("NOTE:met at the fair"),
+            "{tag}: unmapped properties survive"
+        );
         rig.sync_quiet("after edits on each side");
 
         // The same contact edited on both sides: the policy settles the field changed on
         // both; the other changes merge.
-        for (policy, crm_name, remote_name, winner) in
-            [("crm-wins", "Ann CRM", "Ann Phone", "Ann CRM"), ("remote-wins", "Ann CRM 2", "Ann Phone 2", "Ann Phone 2")]
-        {
+        for (policy, crm_name, remote_name, winner) in [
+            ("crm-wins", "Ann CRM", "Ann Phone", "Ann CRM"),
+            ("remote-wins", "Ann CRM 2", "Ann Phone 2", "Ann Phone 2"),
+        ] {
             rig.configure(&["--conflict", policy]);
             rig.cli(&["contact", "update", &ann_id, "--name", crm_name]);
             let (href, etag, text) = card_with(&dav, "ann@client.test").await;
@@ -173,7 +216,10 @@ async fn two_way_sync_with_radicale_and_xandikos() {
             let report = rig.sync();
             assert_eq!(report["conflicts"], 1, "{tag} {policy}: {report}");
             let ann = rig.contact_named(winner);
-            assert!(ann["phones"].as_array().unwrap().contains(&serde_json::json!("+442079460958")), "{tag} {policy}: {ann}");
+            assert!(
+                ann["phones"].as_array().unwrap().contains(&serde_json::json!("+442079460958")),
+                "{tag} {policy}: {ann}"
+            );
             assert!(card_with(&dav, "ann@client.test").await.2.contains(&format!("FN:{winner}")), "{tag} {policy}");
             rig.sync_quiet(&format!("after a conflict with {policy}"));
         }
@@ -185,10 +231,17 @@ async fn two_way_sync_with_radicale_and_xandikos() {
         let store = db.store().await;
         let sync_config = store.contact_sync_config(USER).await.unwrap();
         let planned = dav.new_href("carl-planned");
-        store.save_sync_item(sync_config.user_id, &planned, "carl-planned", carl_id, "", "creating", None, "").await.unwrap();
+        store
+            .save_sync_item(sync_config.user_id, &planned, "carl-planned", carl_id, "", "creating", None, "")
+            .await
+            .unwrap();
         dav.put(&planned, vcard("carl-planned", "Carl Crash", "carl@client.test", ""), None).await.unwrap();
         rig.sync();
-        assert_eq!(cards(&dav).await.iter().filter(|c| c.2.contains("carl@client.test")).count(), 1, "{tag}: one Carl remotely");
+        assert_eq!(
+            cards(&dav).await.iter().filter(|c| c.2.contains("carl@client.test")).count(),
+            1,
+            "{tag}: one Carl remotely"
+        );
         rig.contact_named("Carl Crash");
         rig.sync_quiet("after the crash recovery");
 
@@ -202,7 +255,11 @@ async fn two_way_sync_with_radicale_and_xandikos() {
             std::fs::write(folder.join("dan-b.vcf"), second).unwrap();
         }
         let report = rig.sync();
-        assert_eq!((report["created_in_crm"].as_u64(), report["flagged"].as_u64()), (Some(1), Some(1)), "{tag}: {report}");
+        assert_eq!(
+            (report["created_in_crm"].as_u64(), report["flagged"].as_u64()),
+            (Some(1), Some(1)),
+            "{tag}: {report}"
+        );
         rig.contact_named("Dan Dup");
         rig.sync_quiet("after a duplicate UID");
 
@@ -225,7 +282,11 @@ async fn two_way_sync_with_radicale_and_xandikos() {
         assert!(tags.contains("deleted in CRM"), "{tag}: {bob}");
         rig.cli(&["contact", "delete", &ann_id]);
         rig.sync_quiet("after deletions");
-        assert_eq!(cards(&dav).await.iter().filter(|c| c.2.contains("ann@client.test")).count(), 1, "{tag}: Ann stays remotely");
+        assert_eq!(
+            cards(&dav).await.iter().filter(|c| c.2.contains("ann@client.test")).count(),
+            1,
+            "{tag}: Ann stays remotely"
+        );
         assert!(rig.contacts().iter().all(|c| c["emails"][0] != "ann@client.test"), "{tag}: Ann is not re-imported");
 
         // The configuration removed and set again: linked by email, nothing duplicated.
@@ -265,7 +326,10 @@ async fn the_daemon_syncs_on_request_and_imported_contacts_link_past_mail() {
         let d = dir.path();
         write_config(d, db.url(), "");
         let account = add_account(d, db.url(), &dovecot, USER, "pw-alice");
-        dovecot.deliver(USER, &message("Bob <bob@client.test>", USER, "Hello", &format!("bob-1-{tag}@client.test"), "Hi Alice"));
+        dovecot.deliver(
+            USER,
+            &message("Bob <bob@client.test>", USER, "Hello", &format!("bob-1-{tag}@client.test"), "Hi Alice"),
+        );
         let daemon = Daemon::start(d, db.url());
         let store = db.store().await;
         wait_initial_sync(&store, account, 2).await;

@@ -23,11 +23,29 @@ async fn syncs_inbox_and_sent_only_and_skips_mass_mail() {
     let dovecot = Dovecot::start(&[(user, "pw-ann")]);
     let mut inbox = Vec::new();
     for i in 0..20 {
-        inbox.push(message("bo@client.example", user, &format!("hello {i}"), &format!("in-{i}@client.example"), "body"));
+        inbox.push(message(
+            "bo@client.example",
+            user,
+            &format!("hello {i}"),
+            &format!("in-{i}@client.example"),
+            "body",
+        ));
     }
     // Two mass mailings (150 and exactly 101 recipients) and one at the limit (100).
-    inbox.push(message("news@bulk.example", &many_recipients(150), "mass 150", "mass-150@bulk.example", "SECRET-BODY-150"));
-    inbox.push(message("news@bulk.example", &many_recipients(101), "mass 101", "mass-101@bulk.example", "SECRET-BODY-101"));
+    inbox.push(message(
+        "news@bulk.example",
+        &many_recipients(150),
+        "mass 150",
+        "mass-150@bulk.example",
+        "SECRET-BODY-150",
+    ));
+    inbox.push(message(
+        "news@bulk.example",
+        &many_recipients(101),
+        "mass 101",
+        "mass-101@bulk.example",
+        "SECRET-BODY-101",
+    ));
     inbox.push(message("news@bulk.example", &many_recipients(100), "mass 100", "mass-100@bulk.example", "body"));
     // The same message in INBOX and Sent (sent to oneself) is stored once.
     let both = message(user, user, "note to self", "self-1@example.com", "me");
@@ -52,18 +70,24 @@ async fn syncs_inbox_and_sent_only_and_skips_mass_mail() {
         // 20 + 1 (at limit) + 1 (self) in INBOX, 5 more in Sent; self counted once.
         assert_eq!(count(&store, "SELECT COUNT(*) FROM messages").await, 27, "{label}\n{}", daemon.log());
         assert_eq!(count(&store, "SELECT COUNT(*) FROM message_locations").await, 28, "{label}");
-        assert_eq!(count(&store, "SELECT COUNT(*) FROM skipped WHERE reason = 'too_many_recipients'").await, 2, "{label}");
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM skipped WHERE reason = 'too_many_recipients'").await,
+            2,
+            "{label}"
+        );
         let recipients: Vec<i64> = sqlx::query_scalar("SELECT recipients FROM skipped ORDER BY recipients")
             .fetch_all(store.pool())
             .await
             .unwrap();
         assert_eq!(recipients, vec![101, 150]);
-        let none: i64 = count(&store, "SELECT COUNT(*) FROM messages WHERE subject IN ('archived', 'trashed', 'mass 150')").await;
+        let none: i64 =
+            count(&store, "SELECT COUNT(*) FROM messages WHERE subject IN ('archived', 'trashed', 'mass 150')").await;
         assert_eq!(none, 0);
-        let body: String = sqlx::query_scalar("SELECT body_text FROM messages WHERE message_id = 'in-3@client.example'")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
+        let body: String =
+            sqlx::query_scalar("SELECT body_text FROM messages WHERE message_id = 'in-3@client.example'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
         assert_eq!(body.trim(), "body");
 
         // Status reports both folders in sync.
@@ -75,7 +99,8 @@ async fn syncs_inbox_and_sent_only_and_skips_mass_mail() {
         assert_eq!(inbox_status["messages_stored"], 22);
         assert_eq!(inbox_status["messages_skipped"], 2);
         assert_eq!(inbox_status["initial_sync_complete"], true);
-        let listed = ok(mailsync(dir.path(), db.url()).args(["messages", "list", "--account", &account.to_string(), "--json"]));
+        let listed =
+            ok(mailsync(dir.path(), db.url()).args(["messages", "list", "--account", &account.to_string(), "--json"]));
         let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
         assert_eq!(listed.as_array().unwrap().len(), 27);
         let self_note = listed.as_array().unwrap().iter().find(|m| m["message_id"] == "self-1@example.com").unwrap();
@@ -169,7 +194,11 @@ async fn lmtp_delivery_during_idle_is_stored_within_a_second() {
     assert_eq!(metric(&metrics, "mailsync_push_latency_seconds_bucket{le=\"+Inf\"}"), Some(count));
     assert!(metric(&metrics, "mailsync_push_latency_seconds_bucket{le=\"1\"}").unwrap_or(0.0) >= 3.0, "{metrics}");
     assert_eq!(metric(&metrics, "mailsync_messages_stored{source=\"imap\"}"), Some(6.0), "{metrics}");
-    assert_eq!(metric(&metrics, &format!("mailsync_account_state{{account=\"{account}\",state=\"idle\"}}")), Some(1.0), "{metrics}");
+    assert_eq!(
+        metric(&metrics, &format!("mailsync_account_state{{account=\"{account}\",state=\"idle\"}}")),
+        Some(1.0),
+        "{metrics}"
+    );
     assert!(metric(&metrics, "mailsync_imap_connections_total").unwrap_or(0.0) >= 2.0, "{metrics}");
 }
 
@@ -249,11 +278,13 @@ async fn reconnects_after_dovecot_restart_and_survives_uidvalidity_change() {
         .fetch_one(store.pool())
         .await
         .unwrap();
-    sqlx::query("INSERT INTO message_links (message_id, entity_kind, entity_id, origin) VALUES ($1, 'contact', 42, 'manual')")
-        .bind(linked)
-        .execute(store.pool())
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO message_links (message_id, entity_kind, entity_id, origin) VALUES ($1, 'contact', 42, 'manual')",
+    )
+    .bind(linked)
+    .execute(store.pool())
+    .await
+    .unwrap();
     let inbox = store.folder(account, mailsync::store::FolderRole::Inbox).await.unwrap().unwrap();
     // Dovecot derives UIDVALIDITY from the clock in seconds: let a second pass so it differs.
     poll(Duration::from_secs(5), "a new second", || {
@@ -283,7 +314,11 @@ async fn reconnects_after_dovecot_restart_and_survives_uidvalidity_change() {
 
 #[tokio::test]
 async fn each_failure_is_classified_and_other_accounts_keep_syncing() {
-    let dovecot = Dovecot::start(&[("good@example.com", "pw-good"), ("wrong@example.com", "pw-right"), ("cert@example.com", "pw-cert")]);
+    let dovecot = Dovecot::start(&[
+        ("good@example.com", "pw-good"),
+        ("wrong@example.com", "pw-right"),
+        ("cert@example.com", "pw-cert"),
+    ]);
     let plain = Dovecot::start_plaintext_only(&[("plain@example.com", "pw-plain")]);
     let db = TestDb::sqlite();
     let dir = tempfile::tempdir().unwrap();
@@ -325,24 +360,40 @@ async fn each_failure_is_classified_and_other_accounts_keep_syncing() {
     }
     // The good account synced and still receives push mail.
     wait_initial_sync(&store, good, 2).await;
-    dovecot.deliver("good@example.com", &message("x@y.example", "good@example.com", "still here", "alive-1@y.example", "x"));
+    dovecot.deliver(
+        "good@example.com",
+        &message("x@y.example", "good@example.com", "still here", "alive-1@y.example", "x"),
+    );
     wait_for_message(&store, "alive-1@y.example", SYNC_DEADLINE).await;
     assert_eq!(daemon.api("GET", "/healthz", None).0, 200);
     let status: serde_json::Value = serde_json::from_str(&ok(mailsync(d, url).args(["status", "--json"]))).unwrap();
-    let classes: Vec<&str> = status["accounts"].as_array().unwrap().iter().map(|a| a["error_class"].as_str().unwrap()).collect();
+    let classes: Vec<&str> =
+        status["accounts"].as_array().unwrap().iter().map(|a| a["error_class"].as_str().unwrap()).collect();
     assert_eq!(classes, vec!["", "auth_failed", "certificate_invalid", "host_or_port_wrong", "tls_required"]);
     assert!(!daemon.log().contains("pw-good"), "no password in the log");
     // `mailsync check` walks each account through the steps and names the failing one.
     let check = |id: i64| {
         let out = output(mailsync(d, url).args(["check", "--account", &id.to_string(), "--json"]));
-        let report: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", out.stdout, out.stderr));
-        let failed: Vec<String> = report["steps"].as_array().unwrap().iter().filter(|s| s["ok"] == false).map(|s| s["step"].as_str().unwrap().to_string()).collect();
+        let report: serde_json::Value =
+            serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}{}", out.stdout, out.stderr));
+        let failed: Vec<String> = report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["ok"] == false)
+            .map(|s| s["step"].as_str().unwrap().to_string())
+            .collect();
         (out.code, failed, report)
     };
     let (code, failed, report) = check(good);
     assert_eq!((code, failed.len()), (0, 0), "{report}");
     assert!(report.to_string().contains("IDLE"), "{report}");
-    for (id, step, fix) in [(wrong, "login", "password"), (untrusted, "tls", "ca-file"), (closed, "tcp", "port"), (plaintext, "tls", "TLS")] {
+    for (id, step, fix) in [
+        (wrong, "login", "password"),
+        (untrusted, "tls", "ca-file"),
+        (closed, "tcp", "port"),
+        (plaintext, "tls", "TLS"),
+    ] {
         let (code, failed, report) = check(id);
         assert_ne!(code, 0, "{report}");
         assert_eq!(failed, [step], "{report}");
@@ -440,7 +491,8 @@ async fn expunged_messages_are_marked_removed_and_stay_in_the_crm() {
     .await;
     assert_eq!(count(&store, "SELECT COUNT(*) FROM messages").await, 6, "the message stays in the CRM");
     assert_eq!(count(&store, "SELECT COUNT(*) FROM message_locations WHERE removed_at = 0").await, 5);
-    let listed = ok(mailsync(dir.path(), db.url()).args(["messages", "list", "--account", &account.to_string(), "--json"]));
+    let listed =
+        ok(mailsync(dir.path(), db.url()).args(["messages", "list", "--account", &account.to_string(), "--json"]));
     let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
     let gone = listed.as_array().unwrap().iter().find(|m| m["message_id"] == "gone-2@y.example").unwrap();
     assert_eq!(gone["folders"], serde_json::json!([]), "no longer in any folder");
@@ -458,7 +510,8 @@ async fn backfill_window_limits_the_first_sync_to_recent_mail() {
     for entry in std::fs::read_dir(&cur).unwrap().flatten() {
         let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
         if text.contains("window-0@") || text.contains("window-1@") {
-            let status = std::process::Command::new("touch").args(["-d", "2020-01-01"]).arg(entry.path()).status().unwrap();
+            let status =
+                std::process::Command::new("touch").args(["-d", "2020-01-01"]).arg(entry.path()).status().unwrap();
             assert!(status.success());
         }
     }
@@ -470,7 +523,11 @@ async fn backfill_window_limits_the_first_sync_to_recent_mail() {
     let store = db.store().await;
     wait_initial_sync(&store, account, 2).await;
     assert_eq!(count(&store, "SELECT COUNT(*) FROM messages").await, 3, "only the last 30 days");
-    assert_eq!(count(&store, "SELECT COUNT(*) FROM messages WHERE message_id IN ('window-0@y.example', 'window-1@y.example')").await, 0);
+    assert_eq!(
+        count(&store, "SELECT COUNT(*) FROM messages WHERE message_id IN ('window-0@y.example', 'window-1@y.example')")
+            .await,
+        0
+    );
     // New mail still arrives.
     dovecot.deliver(user, &message("x@y.example", user, "new", "window-new@y.example", "x"));
     wait_for_message(&store, "window-new@y.example", SYNC_DEADLINE).await;

@@ -40,12 +40,13 @@ async fn reply_chains_delivered_out_of_order_end_in_one_thread() {
         dovecot.deliver(user, &reply(&b, &a, &[&a], user));
         wait_for_message(&store, &b, SYNC_DEADLINE).await;
         wait_for_message(&store, &d, SYNC_DEADLINE).await;
-        let apart: i64 = sqlx::query_scalar("SELECT COUNT(DISTINCT thread_id) FROM messages WHERE message_id IN ($1, $2)")
-            .bind(&b)
-            .bind(&d)
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
+        let apart: i64 =
+            sqlx::query_scalar("SELECT COUNT(DISTINCT thread_id) FROM messages WHERE message_id IN ($1, $2)")
+                .bind(&b)
+                .bind(&d)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
         assert_eq!(apart, 2, "{tag}: two partial threads before the link arrives");
         // C arrives only with In-Reply-To B: it links the two partial chains into one.
         dovecot.deliver(user, &reply(&c, &b, &[], user));
@@ -64,11 +65,16 @@ async fn reply_chains_delivered_out_of_order_end_in_one_thread() {
         .await
         .unwrap();
         assert_eq!(threads.len(), 4, "{tag}");
-        assert!(threads[0].is_some() && threads.iter().all(|t| *t == threads[0]), "{tag}: {threads:?}\n{}", daemon.log());
-        let lone: Option<i64> = sqlx::query_scalar("SELECT thread_id FROM messages WHERE message_id = 'lone@y.example'")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
+        assert!(
+            threads[0].is_some() && threads.iter().all(|t| *t == threads[0]),
+            "{tag}: {threads:?}\n{}",
+            daemon.log()
+        );
+        let lone: Option<i64> =
+            sqlx::query_scalar("SELECT thread_id FROM messages WHERE message_id = 'lone@y.example'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
         assert!(lone.is_some() && lone != threads[0], "{tag}: an unrelated message has its own thread");
         assert_eq!(count(&store, "SELECT COUNT(*) FROM messages WHERE thread_id IS NULL").await, 0);
     }
@@ -96,12 +102,20 @@ async fn messages_link_to_exactly_the_records_whose_addresses_they_carry() {
         )
     };
     let fill = |dovecot: &Dovecot| {
-    dovecot.write_maildir(owner, "", &[
-        message("ann@client.example", owner, "from ann", "m1@x.example", "x"),
-        with_bcc("someone@else.example", owner, "lee@prospect.example", "nobody@else.example", "m2@x.example"),
-        with_bcc("someone@else.example", owner, "nobody@else.example", "bo@client.example", "m3@x.example"),
-    ]);
-    dovecot.write_maildir(owner, ".Sent", &[with_bcc(owner, "ann@client.example", "nobody@else.example", "bo@client.example", "s1@x.example")]);
+        dovecot.write_maildir(
+            owner,
+            "",
+            &[
+                message("ann@client.example", owner, "from ann", "m1@x.example", "x"),
+                with_bcc("someone@else.example", owner, "lee@prospect.example", "nobody@else.example", "m2@x.example"),
+                with_bcc("someone@else.example", owner, "nobody@else.example", "bo@client.example", "m3@x.example"),
+            ],
+        );
+        dovecot.write_maildir(
+            owner,
+            ".Sent",
+            &[with_bcc(owner, "ann@client.example", "nobody@else.example", "bo@client.example", "s1@x.example")],
+        );
     };
     for db in TestDb::both() {
         // A mailbox per backend: replies delivered in one pass must not reach the next.
@@ -159,8 +173,14 @@ async fn messages_link_to_exactly_the_records_whose_addresses_they_carry() {
         wait_for_message(&store, &r2, SYNC_DEADLINE).await;
         let check = |all: Vec<(String, String)>, when: &str| {
             assert!(all.contains(&("m1@x.example".into(), format!("deal:{deal}:manual"))), "{tag} {when}: {all:?}");
-            assert!(all.contains(&(r1.clone(), format!("deal:{deal}:thread"))), "{tag} {when}: the deal collects the reply: {all:?}");
-            assert!(!all.iter().any(|(m, _)| *m == r2 || m == "m2@x.example"), "{tag} {when}: unlinked stays unlinked: {all:?}");
+            assert!(
+                all.contains(&(r1.clone(), format!("deal:{deal}:thread"))),
+                "{tag} {when}: the deal collects the reply: {all:?}"
+            );
+            assert!(
+                !all.iter().any(|(m, _)| *m == r2 || m == "m2@x.example"),
+                "{tag} {when}: unlinked stays unlinked: {all:?}"
+            );
         };
         check(links(&store).await, "after the replies");
 
@@ -184,7 +204,11 @@ async fn messages_link_to_exactly_the_records_whose_addresses_they_carry() {
             serde_json::from_str(&ok(ms().args(["threads", "show", &m2_thread.to_string(), "--json"]))).unwrap();
         assert_eq!(shown["links"][0]["state"], "dissociated", "{tag}: {shown}");
         let m2_links = &shown["messages"][0]["links"][0];
-        assert_eq!((&m2_links["origin"], &m2_links["state"]), (&"manual".into(), &"dissociated".into()), "{tag}: {shown}");
+        assert_eq!(
+            (&m2_links["origin"], &m2_links["state"]),
+            (&"manual".into(), &"dissociated".into()),
+            "{tag}: {shown}"
+        );
 
         // A retroactive match (a new address for the lead, carried by r2) does not re-link.
         ok(ms().args(["lead", "add-email", &lee.to_string(), "x@y.example"]));
@@ -196,7 +220,9 @@ async fn messages_link_to_exactly_the_records_whose_addresses_they_carry() {
 
         // A full resync (the server renumbers every message) changes nothing.
         let inbox = store.folder(account, mailsync::store::FolderRole::Inbox).await.unwrap().unwrap();
-        poll(Duration::from_secs(5), "a new second", || (mailsync::store::now_ms() / 1000 > inbox.uidvalidity + 1).then_some(()));
+        poll(Duration::from_secs(5), "a new second", || {
+            (mailsync::store::now_ms() / 1000 > inbox.uidvalidity + 1).then_some(())
+        });
         dovecot.stop();
         dovecot.reset_uidvalidity(owner, "");
         dovecot.relaunch();
@@ -219,7 +245,8 @@ async fn messages_link_to_exactly_the_records_whose_addresses_they_carry() {
 fn linked_via_api(daemon: &Daemon, kind: &str, id: i64) -> Vec<String> {
     let (status, list) = daemon.api("GET", &format!("/v1/messages?{kind}={id}"), None);
     assert_eq!(status, 200, "{list}");
-    let mut ids: Vec<String> = list.as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap().to_string()).collect();
+    let mut ids: Vec<String> =
+        list.as_array().unwrap().iter().map(|m| m["message_id"].as_str().unwrap().to_string()).collect();
     ids.sort();
     ids
 }
@@ -229,20 +256,34 @@ async fn records_created_later_link_past_mail_within_seconds() {
     let owner = "kim@acme.example";
     for db in TestDb::both() {
         let dovecot = Dovecot::start(&[(owner, "pw-kim")]);
-        dovecot.write_maildir(owner, "", &[
-            message("ann@client.example", owner, "hello", "a1@x.example", "x"),
-            message("ann+news@client.example", owner, "newsletter", "a2@x.example", "x"),
-            message("Jörg <jörg@bücher.example>", owner, "idn", "j1@x.example", "x"),
-            message("stranger@else.example", owner, "cold mail", "c1@x.example", "x"),
-        ]);
-        dovecot.write_maildir(owner, ".Sent", &[
-            message(owner, "newbie@prospect.example, pat@acme.example", "offer", "s1@x.example", "x"),
-        ]);
+        dovecot.write_maildir(
+            owner,
+            "",
+            &[
+                message("ann@client.example", owner, "hello", "a1@x.example", "x"),
+                message("ann+news@client.example", owner, "newsletter", "a2@x.example", "x"),
+                message("Jörg <jörg@bücher.example>", owner, "idn", "j1@x.example", "x"),
+                message("stranger@else.example", owner, "cold mail", "c1@x.example", "x"),
+            ],
+        );
+        dovecot.write_maildir(
+            owner,
+            ".Sent",
+            &[message(owner, "newbie@prospect.example, pat@acme.example", "offer", "s1@x.example", "x")],
+        );
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let ms = || mailsync(d, db.url());
         // Leads for recipients of sent mail, never for the organization's own domain.
-        ok(ms().args(["org", "set", "default", "--auto-create", "sent-recipients", "--internal-domain", "ACME.example"]));
+        ok(ms().args([
+            "org",
+            "set",
+            "default",
+            "--auto-create",
+            "sent-recipients",
+            "--internal-domain",
+            "ACME.example",
+        ]));
         let account = add_account(d, db.url(), &dovecot, owner, "pw-kim");
         let daemon = Daemon::start(d, db.url());
         let store = db.store().await;
@@ -256,14 +297,16 @@ async fn records_created_later_link_past_mail_within_seconds() {
         assert_eq!(linked_via_api(&daemon, "lead", leads[0]["id"].as_i64().unwrap()), ["s1@x.example"], "{tag}");
 
         // A contact created after its mail was synced: linked within seconds, in the background.
-        let (status, ann) = daemon.api("POST", "/v1/contacts", Some(&json!({"name": "Ann", "emails": ["Ann@Client.example"]})));
+        let (status, ann) =
+            daemon.api("POST", "/v1/contacts", Some(&json!({"name": "Ann", "emails": ["Ann@Client.example"]})));
         assert_eq!(status, 201, "{ann}");
         let ann = ann["id"].as_i64().unwrap();
         poll(Duration::from_secs(5), "past mail linked to the new contact", || {
             (linked_via_api(&daemon, "contact", ann) == ["a1@x.example"]).then_some(())
         });
         // An internationalized domain, written by the user in its Unicode or ASCII form.
-        let (status, jorg) = daemon.api("POST", "/v1/contacts", Some(&json!({"emails": ["jörg@xn--bcher-kva.example"]})));
+        let (status, jorg) =
+            daemon.api("POST", "/v1/contacts", Some(&json!({"emails": ["jörg@xn--bcher-kva.example"]})));
         assert_eq!(status, 201, "{jorg}");
         poll(Duration::from_secs(5), "IDN address linked", || {
             (linked_via_api(&daemon, "contact", jorg["id"].as_i64().unwrap()) == ["j1@x.example"]).then_some(())
@@ -279,7 +322,8 @@ async fn records_created_later_link_past_mail_within_seconds() {
             (linked_via_api(&daemon, "contact", ann) == ["a1@x.example", "a2@x.example"]).then_some(())
         });
         // A second address on an existing record links its past mail too.
-        let (status, _) = daemon.api("POST", &format!("/v1/contacts/{ann}/emails"), Some(&json!({"email": "stranger@else.example"})));
+        let (status, _) =
+            daemon.api("POST", &format!("/v1/contacts/{ann}/emails"), Some(&json!({"email": "stranger@else.example"})));
         assert_eq!(status, 200);
         poll(Duration::from_secs(5), "mail of the added address linked", || {
             (linked_via_api(&daemon, "contact", ann) == ["a1@x.example", "a2@x.example", "c1@x.example"]).then_some(())
@@ -297,7 +341,8 @@ async fn records_created_later_link_past_mail_within_seconds() {
         assert_eq!((status, &change["messages"]), (200, &json!(1)), "{tag}: {change}");
         assert_eq!(linked_via_api(&daemon, "contact", ann), ["a1@x.example", "a2@x.example"], "{tag}");
         // The same address on a contact of another organization: no leakage.
-        let (status, other) = daemon.api("POST", "/v1/contacts", Some(&json!({"org": "other", "emails": ["ann@client.example"]})));
+        let (status, other) =
+            daemon.api("POST", "/v1/contacts", Some(&json!({"org": "other", "emails": ["ann@client.example"]})));
         assert_eq!(status, 201);
         let (status, err) = daemon.api("POST", "/v1/links", Some(&json!({"message": c1, "contact": other["id"]})));
         assert_eq!(status, 422, "{tag}: cross-organization link refused: {err}");
@@ -306,7 +351,11 @@ async fn records_created_later_link_past_mail_within_seconds() {
         })
         .await;
         assert!(linked_via_api(&daemon, "contact", other["id"].as_i64().unwrap()).is_empty(), "{tag}");
-        assert_eq!(count(&store, "SELECT COUNT(*) FROM leads").await, 1, "{tag}: no lead for the internal pat@acme.example");
+        assert_eq!(
+            count(&store, "SELECT COUNT(*) FROM leads").await,
+            1,
+            "{tag}: no lead for the internal pat@acme.example"
+        );
     }
 }
 
@@ -328,10 +377,12 @@ async fn a_bulk_sync_on_postgres_refreshes_the_planner_statistics() {
     let store = db.store().await;
     wait_initial_sync(&store, account, 2).await;
     let analyzed = || async {
-        sqlx::query_scalar::<_, bool>("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'messages'")
-            .fetch_one(store.pool())
-            .await
-            .unwrap()
+        sqlx::query_scalar::<_, bool>(
+            "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'messages'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
     };
     // PostgreSQL publishes its change counters about a second late, so the last batch of
     // the initial sync may not have seen them: each later message is another chance.

@@ -42,7 +42,8 @@ async fn sent_mail_is_delivered_filed_linked_and_joins_the_reply_thread() {
         wait_initial_sync(&store, account, 2).await;
         let tag = db.label();
         let (_, contact) = daemon.api("POST", "/v1/contacts", Some(&json!({"name": "Ann", "emails": [ann]})));
-        let (_, deal) = daemon.api("POST", "/v1/deals", Some(&json!({"title": "Renewal", "contacts": [contact["id"]]})));
+        let (_, deal) =
+            daemon.api("POST", "/v1/deals", Some(&json!({"title": "Renewal", "contacts": [contact["id"]]})));
 
         let (status, queued) = daemon.api(
             "POST",
@@ -127,8 +128,11 @@ async fn a_sent_copy_that_cannot_be_filed_is_retried_until_the_server_is_back() 
         let tag = db.label();
         dovecot.stop();
 
-        let (status, queued) =
-            daemon.api("POST", "/v1/messages/send", Some(&json!({"user": kim, "to": [ann], "subject": "Offer", "text": "Hi"})));
+        let (status, queued) = daemon.api(
+            "POST",
+            "/v1/messages/send",
+            Some(&json!({"user": kim, "to": [ann], "subject": "Offer", "text": "Hi"})),
+        );
         assert_eq!(status, 202, "{tag}: {queued}");
         let id = queued["id"].as_i64().unwrap();
         let sent = wait_outbox_final(&daemon, id, SEND_DEADLINE);
@@ -185,8 +189,16 @@ async fn relay_down_then_up_and_a_daemon_crash_deliver_each_message_once() {
             .then_some(())
     });
     // The quota counts queued mail: the fifth message of the day is refused with a reason.
-    let (_, fourth) = daemon.api("POST", "/v1/messages/send", Some(&json!({"user": "kim@acme.example", "to": ["a@b.example"], "text": "x"})));
-    let (status, err) = daemon.api("POST", "/v1/messages/send", Some(&json!({"user": "kim@acme.example", "to": ["a@b.example"], "text": "x"})));
+    let (_, fourth) = daemon.api(
+        "POST",
+        "/v1/messages/send",
+        Some(&json!({"user": "kim@acme.example", "to": ["a@b.example"], "text": "x"})),
+    );
+    let (status, err) = daemon.api(
+        "POST",
+        "/v1/messages/send",
+        Some(&json!({"user": "kim@acme.example", "to": ["a@b.example"], "text": "x"})),
+    );
     assert_eq!(status, 429, "{err}");
     assert!(err["error"]["message"].as_str().unwrap().contains("daily_limit_per_user"), "{err}");
     ids.push(fourth["id"].as_i64().unwrap());
@@ -201,7 +213,11 @@ async fn relay_down_then_up_and_a_daemon_crash_deliver_each_message_once() {
     let dumped = sink.dumped();
     assert_eq!(dumped.len(), 4, "each message exactly once");
     for i in 0..3 {
-        assert_eq!(dumped.iter().filter(|m| m.lines().any(|l| l.trim_end() == format!("Subject: m{i}"))).count(), 1, "m{i}");
+        assert_eq!(
+            dumped.iter().filter(|m| m.lines().any(|l| l.trim_end() == format!("Subject: m{i}"))).count(),
+            1,
+            "m{i}"
+        );
     }
 }
 

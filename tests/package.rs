@@ -151,7 +151,17 @@ fn the_debian_package_installs_runs_and_purges() {
     // The installed CLI, run as the service user with the packaged configuration, reads
     // the same store and key as the daemon.
     let status = ok(Command::new("setpriv")
-        .args(["--reuid", &user, "--regid", &user, "--init-groups", "--", "/usr/bin/mailsync", "--config", "/etc/mailsync/mailsync.toml"])
+        .args([
+            "--reuid",
+            &user,
+            "--regid",
+            &user,
+            "--init-groups",
+            "--",
+            "/usr/bin/mailsync",
+            "--config",
+            "/etc/mailsync/mailsync.toml",
+        ])
         .args(["status", "--json"])
         .current_dir("/"));
     let status: serde_json::Value = serde_json::from_str(&status).unwrap_or_else(|e| panic!("{e}: {status}"));

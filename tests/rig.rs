@@ -77,13 +77,15 @@ fn radicale_serves_carddav() {
     let (status, body) = dav(port, "MKCOL", book, mkcol, &[]);
     assert_eq!(status, 201, "{body}");
     let vcard = "BEGIN:VCARD\r\nVERSION:3.0\r\nUID:ann-1\r\nFN:Ann Example\r\nEMAIL:ann@example.com\r\nEND:VCARD\r\n";
-    let (status, body) = dav(port, "PUT", "/alice/contacts/ann-1.vcf", vcard, &["Content-Type: text/vcard", "If-None-Match: *"]);
+    let (status, body) =
+        dav(port, "PUT", "/alice/contacts/ann-1.vcf", vcard, &["Content-Type: text/vcard", "If-None-Match: *"]);
     assert_eq!(status, 201, "{body}");
     let (status, body) = dav(port, "PROPFIND", book, "", &["Depth: 1"]);
     assert_eq!(status, 207, "{body}");
     assert!(body.contains("ann-1.vcf"), "{body}");
     // The precondition holds: a second create of the same resource is refused.
-    let (status, _) = dav(port, "PUT", "/alice/contacts/ann-1.vcf", vcard, &["Content-Type: text/vcard", "If-None-Match: *"]);
+    let (status, _) =
+        dav(port, "PUT", "/alice/contacts/ann-1.vcf", vcard, &["Content-Type: text/vcard", "If-None-Match: *"]);
     assert_eq!(status, 412);
 }
 

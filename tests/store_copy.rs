@@ -45,7 +45,8 @@ async fn a_sqlite_store_moves_to_postgresql_and_the_daemon_carries_on() {
     assert!(out.stderr.contains("moves a SQLite store to PostgreSQL"), "{}", out.stderr);
 
     let pg = TestDb::postgres();
-    let summary: Value = serde_json::from_str(&ok(mailsync(d, sqlite.url()).args(["store-copy", "--json", "--to", pg.url()]))).unwrap();
+    let summary: Value =
+        serde_json::from_str(&ok(mailsync(d, sqlite.url()).args(["store-copy", "--json", "--to", pg.url()]))).unwrap();
     let target = pg.store().await;
     let tables = summary["tables"].as_array().unwrap();
     assert!(tables.len() >= 20, "{summary}");

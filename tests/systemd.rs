@@ -115,7 +115,8 @@ async fn reload_applies_changed_sections_and_keeps_unchanged_idle_connections() 
     hup();
     poll(SYNC_DEADLINE, "[bcc_drop] and [outbound] applied", || {
         let log = daemon.log();
-        (log.contains("reload: [bcc_drop] applied") && log.contains("reload: [smtp_relay]/[outbound] applied")).then_some(())
+        (log.contains("reload: [bcc_drop] applied") && log.contains("reload: [smtp_relay]/[outbound] applied"))
+            .then_some(())
     });
     let banner = poll(SYNC_DEADLINE, "the listener on its new port", || smtp_banner(new_drop_port));
     assert!(banner.starts_with("220 "), "{banner}");
@@ -127,9 +128,12 @@ async fn reload_applies_changed_sections_and_keeps_unchanged_idle_connections() 
     // A listen address that is taken: reported, and the listener goes on where it was.
     let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = squatter.local_addr().unwrap().port();
-    std::fs::write(&config_path, edited.replace(&format!("127.0.0.1:{new_drop_port}"), &format!("127.0.0.1:{taken}"))).unwrap();
+    std::fs::write(&config_path, edited.replace(&format!("127.0.0.1:{new_drop_port}"), &format!("127.0.0.1:{taken}")))
+        .unwrap();
     hup();
-    poll(SYNC_DEADLINE, "the refusal reported", || daemon.log().contains("reload: [bcc_drop] not applied").then_some(()));
+    poll(SYNC_DEADLINE, "the refusal reported", || {
+        daemon.log().contains("reload: [bcc_drop] not applied").then_some(())
+    });
     let banner = poll(SYNC_DEADLINE, "the listener back on its port", || smtp_banner(new_drop_port));
     assert!(banner.starts_with("220 "), "{banner}");
     drop(squatter);

@@ -73,7 +73,13 @@ async fn xoauth2_login_refreshes_the_access_token_after_expiry() {
     wait_for_message(&store, "oauth-2@y.example", DEADLINE).await;
     let accepted = oauth.accepted_tokens();
     let new_tokens: Vec<&String> = accepted.iter().filter(|t| !first.contains(t)).collect();
-    assert!(!new_tokens.is_empty(), "a refreshed token was used: {accepted:?}, {} refreshes\n{}\n{}", oauth.refreshes(), daemon.log(), dovecot.log());
+    assert!(
+        !new_tokens.is_empty(),
+        "a refreshed token was used: {accepted:?}, {} refreshes\n{}\n{}",
+        oauth.refreshes(),
+        daemon.log(),
+        dovecot.log()
+    );
 
     // Tokens are stored sealed, never in clear, and never logged.
     let stored: Vec<u8> = sqlx::query_scalar("SELECT access_token FROM mail_accounts WHERE id = $1")

@@ -32,14 +32,9 @@ pub fn load_tokens(token_file: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 fn parse_tokens(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("API token file {}: {e}", path.display()))?;
-    let tokens: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect();
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("API token file {}: {e}", path.display()))?;
+    let tokens: Vec<String> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect();
     if let Some(short) = tokens.iter().find(|t| t.len() < 16) {
         anyhow::bail!(
             "API token file {}: a token of {} characters is too short (at least 16)",
@@ -71,11 +66,7 @@ fn create_token_file(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Middleware: 401 unless `Authorization: Bearer <token>` names a configured token.
-pub async fn require_token(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
+pub async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
     let presented = request
         .headers()
         .get(AUTHORIZATION)
@@ -86,10 +77,7 @@ pub async fn require_token(
         return Err(ApiError::unauthorized("missing bearer token (Authorization: Bearer <token>)"));
     };
     // Compare against every token so the time taken does not reveal which one matched.
-    let matched = state
-        .tokens
-        .iter()
-        .fold(false, |acc, t| constant_time_eq(t.as_bytes(), presented.as_bytes()) | acc);
+    let matched = state.tokens.iter().fold(false, |acc, t| constant_time_eq(t.as_bytes(), presented.as_bytes()) | acc);
     if !matched {
         return Err(ApiError::unauthorized("invalid bearer token"));
     }

@@ -132,7 +132,10 @@ pub async fn list_leads(State(state): State<AppState>, query: Result<Query<ListQ
     list_people(state, PersonKind::Lead, query).await
 }
 
-pub async fn list_contacts(State(state): State<AppState>, query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
+pub async fn list_contacts(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult {
     list_people(state, PersonKind::Contact, query).await
 }
 
@@ -154,7 +157,12 @@ pub struct EmailInput {
     email: String,
 }
 
-async fn add_email(state: AppState, kind: PersonKind, path: Result<Path<i64>, PathRejection>, payload: Result<Json<EmailInput>, JsonRejection>) -> ApiResult {
+async fn add_email(
+    state: AppState,
+    kind: PersonKind,
+    path: Result<Path<i64>, PathRejection>,
+    payload: Result<Json<EmailInput>, JsonRejection>,
+) -> ApiResult {
     let person = state.store.add_person_email(kind, id(path)?, &body(payload)?.email).await?;
     state.relink.notify_one();
     Ok(Json(person).into_response())
@@ -182,7 +190,10 @@ pub struct ImportInput {
     contacts: Vec<NewPerson>,
 }
 
-pub async fn import_contacts(State(state): State<AppState>, payload: Result<Json<ImportInput>, JsonRejection>) -> ApiResult {
+pub async fn import_contacts(
+    State(state): State<AppState>,
+    payload: Result<Json<ImportInput>, JsonRejection>,
+) -> ApiResult {
     let summary = state.store.import_contacts(body(payload)?.contacts).await?;
     state.relink.notify_one();
     Ok(Json(summary).into_response())
@@ -209,7 +220,10 @@ pub struct MessagesQuery {
     offset: i64,
 }
 
-pub async fn list_messages(State(state): State<AppState>, query: Result<Query<MessagesQuery>, QueryRejection>) -> ApiResult {
+pub async fn list_messages(
+    State(state): State<AppState>,
+    query: Result<Query<MessagesQuery>, QueryRejection>,
+) -> ApiResult {
     let q = self::query(query)?;
     check_page(q.limit, q.offset)?;
     let messages = match (q.account, q.lead, q.contact, q.deal) {
@@ -226,7 +240,10 @@ pub async fn list_messages(State(state): State<AppState>, query: Result<Query<Me
     Ok(Json(messages).into_response())
 }
 
-pub async fn send_message(State(state): State<AppState>, payload: Result<Json<OutgoingInput>, JsonRejection>) -> ApiResult {
+pub async fn send_message(
+    State(state): State<AppState>,
+    payload: Result<Json<OutgoingInput>, JsonRejection>,
+) -> ApiResult {
     let entry = crate::outbound::enqueue(&state.store, &body(payload)?, &state.config()).await?;
     state.outbox.notify_one();
     Ok((StatusCode::ACCEPTED, Json(entry)).into_response())
@@ -243,7 +260,10 @@ pub struct OutboxQuery {
     offset: i64,
 }
 
-pub async fn list_outbox(State(state): State<AppState>, query: Result<Query<OutboxQuery>, QueryRejection>) -> ApiResult {
+pub async fn list_outbox(
+    State(state): State<AppState>,
+    query: Result<Query<OutboxQuery>, QueryRejection>,
+) -> ApiResult {
     let q = self::query(query)?;
     check_page(q.limit, q.offset)?;
     let entries = state.store.list_outbox(q.user.as_deref(), q.status.as_deref(), q.limit, q.offset).await?;
@@ -263,7 +283,10 @@ pub async fn show_drop_address(State(state): State<AppState>, path: Result<Path<
     drop_address(state, path, false).await
 }
 
-pub async fn rotate_drop_address(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult {
+pub async fn rotate_drop_address(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult {
     drop_address(state, path, true).await
 }
 
@@ -277,7 +300,10 @@ pub struct DropQuery {
     offset: i64,
 }
 
-pub async fn list_drop_deliveries(State(state): State<AppState>, query: Result<Query<DropQuery>, QueryRejection>) -> ApiResult {
+pub async fn list_drop_deliveries(
+    State(state): State<AppState>,
+    query: Result<Query<DropQuery>, QueryRejection>,
+) -> ApiResult {
     let q = self::query(query)?;
     check_page(q.limit, q.offset)?;
     Ok(Json(state.store.drop_deliveries(q.user.as_deref(), q.limit, q.offset).await?).into_response())
@@ -328,7 +354,8 @@ pub async fn delete_contact(State(state): State<AppState>, path: Result<Path<i64
 
 fn user_path(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     let user = self::path(path)?;
-    crate::address::normalize_email(&user).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))
+    crate::address::normalize_email(&user)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))
 }
 
 pub async fn set_contacts_sync(
@@ -345,7 +372,10 @@ pub async fn show_contacts_sync(State(state): State<AppState>, path: Result<Path
     Ok(Json(state.store.contact_sync_config(&user_path(path)?).await?).into_response())
 }
 
-pub async fn remove_contacts_sync(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult {
+pub async fn remove_contacts_sync(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> ApiResult {
     state.store.remove_contact_sync_config(&user_path(path)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -58,7 +58,10 @@ pub fn router(state: AppState) -> Router {
         .route("/leads/{id}/emails", post(handlers::add_lead_email))
         .route("/contacts", get(handlers::list_contacts).post(handlers::add_contact))
         .route("/contacts/import", post(handlers::import_contacts))
-        .route("/contacts/{id}", get(handlers::show_contact).patch(handlers::update_contact).delete(handlers::delete_contact))
+        .route(
+            "/contacts/{id}",
+            get(handlers::show_contact).patch(handlers::update_contact).delete(handlers::delete_contact),
+        )
         .route("/contacts/{id}/emails", post(handlers::add_contact_email))
         .route("/deals", get(handlers::list_deals).post(handlers::add_deal))
         .route("/deals/{id}", get(handlers::show_deal))
@@ -141,10 +144,9 @@ impl IntoResponse for ApiError {
         let body = json!({"error": {"code": self.code, "message": self.message}});
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+            response
+                .headers_mut()
+                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -183,7 +183,11 @@ impl Mailroom for Intake {
             return Err(Reply::new(550, "5.1.3", "not a drop address"));
         };
         if !domain.eq_ignore_ascii_case(&self.domain) {
-            return Err(Reply::new(550, "5.7.1", format!("relaying denied: only mail for @{} is taken here", self.domain)));
+            return Err(Reply::new(
+                550,
+                "5.7.1",
+                format!("relaying denied: only mail for @{} is taken here", self.domain),
+            ));
         }
         match self.store.drop_user(token).await {
             Ok(Some(user)) => Ok(user.user_id),
@@ -203,26 +207,33 @@ impl Mailroom for Intake {
         let data = Arc::new(data);
         let mut replies = Vec::new();
         for mailbox in envelope.mailboxes() {
-            let address = envelope.recipients.iter().find(|r| r.mailbox == mailbox).map(|r| r.address.clone()).unwrap_or_default();
+            let address = envelope
+                .recipients
+                .iter()
+                .find(|r| r.mailbox == mailbox)
+                .map(|r| r.address.clone())
+                .unwrap_or_default();
             // A panic while parsing or verifying a hostile message fails that message
             // (permanently: the same bytes would panic again), not the session.
-            let reply = match std::panic::AssertUnwindSafe(self.deliver_one(envelope, &address, &data)).catch_unwind().await {
-                Ok(reply) => reply,
-                Err(_) => {
-                    tracing::error!(peer = %envelope.peer, "BCC drop: processing a message panicked");
-                    let receipt = DropReceipt {
-                        peer: envelope.peer.to_string(),
-                        envelope_from: envelope.mail_from.clone(),
-                        size: data.len() as i64,
-                        ..DropReceipt::default()
-                    };
-                    let outcome = DropOutcome::Failed { reason: "internal error while processing the message".into() };
-                    if let Err(e) = self.store.record_drop(0, &receipt, &outcome).await {
-                        tracing::warn!(error = %e, "BCC drop: recording the outcome failed");
+            let reply =
+                match std::panic::AssertUnwindSafe(self.deliver_one(envelope, &address, &data)).catch_unwind().await {
+                    Ok(reply) => reply,
+                    Err(_) => {
+                        tracing::error!(peer = %envelope.peer, "BCC drop: processing a message panicked");
+                        let receipt = DropReceipt {
+                            peer: envelope.peer.to_string(),
+                            envelope_from: envelope.mail_from.clone(),
+                            size: data.len() as i64,
+                            ..DropReceipt::default()
+                        };
+                        let outcome =
+                            DropOutcome::Failed { reason: "internal error while processing the message".into() };
+                        if let Err(e) = self.store.record_drop(0, &receipt, &outcome).await {
+                            tracing::warn!(error = %e, "BCC drop: recording the outcome failed");
+                        }
+                        Reply::new(554, "5.3.0", "internal error while processing this message")
                     }
-                    Reply::new(554, "5.3.0", "internal error while processing this message")
-                }
-            };
+                };
             replies.push(reply);
         }
         replies
@@ -254,7 +265,9 @@ impl Intake {
             Err(outcome) => outcome,
             Ok(how) => {
                 // The drop address is the envelope's, not a party to the conversation.
-                parsed.participants.retain(|p| !crate::address::domain_of(&p.address).eq_ignore_ascii_case(&self.domain));
+                parsed
+                    .participants
+                    .retain(|p| !crate::address::domain_of(&p.address).eq_ignore_ascii_case(&self.domain));
                 match self.store.import_dropped(&user, &receipt, &parsed).await {
                     Ok(outcome) => {
                         tracing::info!(user = %user.email, message_id = %receipt.message_id, outcome = outcome.as_str(), auth = %how, "BCC drop: stored");
@@ -275,15 +288,19 @@ impl Intake {
     }
 
     /// The sender and authentication checks; `Ok` says how the message passed.
-    async fn check(&self, user: &DropUser, envelope: &Envelope, raw: &[u8], parsed: &ParsedMessage) -> Result<String, DropOutcome> {
+    async fn check(
+        &self,
+        user: &DropUser,
+        envelope: &Envelope,
+        raw: &[u8],
+        parsed: &ParsedMessage,
+    ) -> Result<String, DropOutcome> {
         let refuse = |reason: String| DropOutcome::Refused { reason };
         let header_end = raw.windows(4).position(|w| w == b"\r\n\r\n").map_or(raw.len(), |p| p + 4);
         if let Some(skip) = self.screen.check(&raw[..header_end]) {
             return Err(refuse(format!("{} ({} recipients)", skip.as_str(), skip.recipients())));
         }
-        let own = |address: &str| {
-            crate::address::normalize_email(address).is_ok_and(|a| user.addresses.contains(&a))
-        };
+        let own = |address: &str| crate::address::normalize_email(address).is_ok_and(|a| user.addresses.contains(&a));
         let from = header_from(parsed);
         let [from] = from.as_slice() else {
             return Err(refuse(format!("the message must have exactly one From address, it has {}", from.len())));
@@ -299,7 +316,9 @@ impl Intake {
         match self.verifier.check(raw, crate::address::domain_of(from), &transport).await {
             AuthVerdict::Pass(how) => Ok(how),
             AuthVerdict::Fail(why) => Err(refuse(format!("not authenticated: {why}"))),
-            AuthVerdict::TempFail(why) => Err(DropOutcome::Failed { reason: format!("authentication lookup failed: {why}") }),
+            AuthVerdict::TempFail(why) => {
+                Err(DropOutcome::Failed { reason: format!("authentication lookup failed: {why}") })
+            }
         }
     }
 }
@@ -320,6 +339,8 @@ fn outcome_reply(outcome: &DropOutcome) -> Reply {
         DropOutcome::Imported { message } => Reply::new(250, "2.0.0", format!("stored as message {message}")),
         DropOutcome::Duplicate { message } => Reply::new(250, "2.0.0", format!("already stored as message {message}")),
         DropOutcome::Refused { reason } => Reply::new(550, "5.7.1", reason.clone()),
-        DropOutcome::Failed { reason } => Reply::new(451, "4.3.0", format!("temporary failure ({reason}); try again later")),
+        DropOutcome::Failed { reason } => {
+            Reply::new(451, "4.3.0", format!("temporary failure ({reason}); try again later"))
+        }
     }
 }

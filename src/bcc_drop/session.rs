@@ -285,7 +285,10 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin + Send, M: Mailroom> Session<'a, S, M
                 self.reply(Reply::new(
                     452,
                     "4.5.3",
-                    format!("too many recipients (at most {} per message); send the rest separately", self.config.max_recipients),
+                    format!(
+                        "too many recipients (at most {} per message); send the rest separately",
+                        self.config.max_recipients
+                    ),
                 ));
             }
             Request::Rcpt { to } => {
@@ -512,12 +515,12 @@ fn parse_error_reply(e: &ParseError) -> Reply {
         ParseError::InvalidRecipientAddress => Reply::new(501, "5.1.3", "invalid recipient address"),
         ParseError::SyntaxError { syntax } => Reply::new(501, "5.5.4", format!("syntax: {syntax}")),
         ParseError::InvalidParameter { param } => Reply::new(501, "5.5.4", format!("invalid parameter {param}")),
-        ParseError::UnsupportedParameter { param } => Reply::new(555, "5.5.4", format!("unsupported parameter {param}")),
+        ParseError::UnsupportedParameter { param } => {
+            Reply::new(555, "5.5.4", format!("unsupported parameter {param}"))
+        }
         ParseError::ResponseTooLong => Reply::new(500, "5.5.6", "line too long"),
         ParseError::NeedsMoreData { .. } => Reply::new(500, "5.5.2", "incomplete command"),
-        ParseError::InvalidResponse { .. } => {
-            Reply::new(500, "5.5.2", "command not recognized")
-        }
+        ParseError::InvalidResponse { .. } => Reply::new(500, "5.5.2", "command not recognized"),
     }
 }
 
@@ -631,7 +634,11 @@ mod tests {
              MAIL FROM:<a@x.test>\r\nRCPT TO:<1@drop.test>\r\nDATA\r\nsmall\r\n.\r\nQUIT\r\n"
         );
         let (replies, recorder) = converse(DropProtocol::Smtp, &input).await;
-        assert_eq!(codes(&replies), ["220", "250", "250", "250", "354", "552", "250", "250", "354", "250", "221"], "{replies:?}");
+        assert_eq!(
+            codes(&replies),
+            ["220", "250", "250", "250", "354", "552", "250", "250", "354", "250", "221"],
+            "{replies:?}"
+        );
         assert_eq!(recorder.delivered.lock().unwrap().len(), 1);
     }
 

@@ -65,7 +65,9 @@ impl Verifier {
     /// Checks `raw`, whose single From address is in `from_domain`.
     pub async fn check(&self, raw: &[u8], from_domain: &str, transport: &Transport<'_>) -> AuthVerdict {
         match self {
-            Verifier::Dns { authenticator, hostname } => check_dns(authenticator, hostname, raw, from_domain, transport).await,
+            Verifier::Dns { authenticator, hostname } => {
+                check_dns(authenticator, hostname, raw, from_domain, transport).await
+            }
             Verifier::TrustedMta { authserv_id } => check_trusted_header(authserv_id, raw, from_domain),
         }
     }
@@ -191,7 +193,10 @@ fn check_trusted_header(authserv_id: &str, raw: &[u8], from_domain: &str) -> Aut
         m.result == "pass"
             && match m.method.as_str() {
                 "dmarc" => m.property("header.from").is_none_or(|d| aligned(d, from_domain)),
-                "dkim" => m.property("header.d").or(m.property("header.i").map(crate::address::domain_of)).is_some_and(|d| aligned(d, from_domain)),
+                "dkim" => m
+                    .property("header.d")
+                    .or(m.property("header.i").map(crate::address::domain_of))
+                    .is_some_and(|d| aligned(d, from_domain)),
                 "spf" => m.property("smtp.mailfrom").is_some_and(|f| {
                     let domain = if f.contains('@') { crate::address::domain_of(f) } else { f };
                     domain.eq_ignore_ascii_case(from_domain)
@@ -202,7 +207,10 @@ fn check_trusted_header(authserv_id: &str, raw: &[u8], from_domain: &str) -> Aut
     if pass {
         AuthVerdict::Pass(format!("{authserv_id}: {summary}"))
     } else {
-        AuthVerdict::Fail(format!("{authserv_id} did not authenticate {from_domain}: {}", if summary.is_empty() { "no results" } else { &summary }))
+        AuthVerdict::Fail(format!(
+            "{authserv_id} did not authenticate {from_domain}: {}",
+            if summary.is_empty() { "no results" } else { &summary }
+        ))
     }
 }
 

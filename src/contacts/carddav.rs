@@ -65,7 +65,13 @@ pub struct CardDav {
 impl CardDav {
     /// Finds (or creates) the address book named `name` (display name or last path
     /// segment) of the user at `url` (the server's root, a principal or a home URL).
-    pub async fn connect(url: &str, username: &str, password: &str, name: &str, timeout: Duration) -> Result<CardDav, DavError> {
+    pub async fn connect(
+        url: &str,
+        username: &str,
+        password: &str,
+        name: &str,
+        timeout: Duration,
+    ) -> Result<CardDav, DavError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -73,7 +79,8 @@ impl CardDav {
             .map_err(|e| DavError::Protocol(format!("HTTP client: {e}")))?;
         let parsed = reqwest::Url::parse(url).map_err(|e| DavError::Protocol(format!("{url} is not a URL: {e}")))?;
         let origin = parsed.origin().ascii_serialization();
-        let mut dav = CardDav { http, username: username.into(), password: password.into(), origin, collection: String::new() };
+        let mut dav =
+            CardDav { http, username: username.into(), password: password.into(), origin, collection: String::new() };
         let start = parsed.path().to_string();
         let principal = dav.href_prop(&start, "current-user-principal", DAV).await?.unwrap_or(start.clone());
         let home = dav.href_prop(&principal, "addressbook-home-set", CARDDAV).await?.unwrap_or(principal);
@@ -82,10 +89,20 @@ impl CardDav {
     }
 
     fn url(&self, path: &str) -> String {
-        if path.starts_with("http://") || path.starts_with("https://") { path.to_string() } else { format!("{}{path}", self.origin) }
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_string()
+        } else {
+            format!("{}{path}", self.origin)
+        }
     }
 
-    async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<String>) -> Result<reqwest::Response, DavError> {
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Result<reqwest::Response, DavError> {
         let url = self.url(path);
         let m = Method::from_bytes(method.as_bytes()).map_err(|e| DavError::Protocol(e.to_string()))?;
         let mut request = self.http.request(m, &url).basic_auth(&self.username, Some(&self.password));
@@ -93,10 +110,12 @@ impl CardDav {
             request = request.header(*name, *value);
         }
         if let Some(body) = body {
-            let content_type = if method == "PUT" { "text/vcard; charset=utf-8" } else { "application/xml; charset=utf-8" };
+            let content_type =
+                if method == "PUT" { "text/vcard; charset=utf-8" } else { "application/xml; charset=utf-8" };
             request = request.header("Content-Type", content_type).body(body);
         }
-        let response = request.send().await.map_err(|e| DavError::Network { url: url.clone(), reason: e.to_string() })?;
+        let response =
+            request.send().await.map_err(|e| DavError::Network { url: url.clone(), reason: e.to_string() })?;
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED {
             return Err(DavError::Auth { method: method.into(), url, status: status.as_u16() });
@@ -104,13 +123,20 @@ impl CardDav {
         Ok(response)
     }
 
-    async fn multistatus(&self, method: &str, path: &str, depth: &str, body: String) -> Result<Vec<DavResponse>, DavError> {
+    async fn multistatus(
+        &self,
+        method: &str,
+        path: &str,
+        depth: &str,
+        body: String,
+    ) -> Result<Vec<DavResponse>, DavError> {
         let response = self.request(method, path, &[("Depth", depth)], Some(body)).await?;
         let status = response.status();
         if status != StatusCode::MULTI_STATUS {
             return Err(DavError::Status { method: method.into(), url: self.url(path), status: status.as_u16() });
         }
-        let text = response.text().await.map_err(|e| DavError::Network { url: self.url(path), reason: e.to_string() })?;
+        let text =
+            response.text().await.map_err(|e| DavError::Network { url: self.url(path), reason: e.to_string() })?;
         parse_multistatus(&text)
     }
 
@@ -118,7 +144,9 @@ impl CardDav {
     async fn href_prop(&self, path: &str, name: &str, ns: &str) -> Result<Option<String>, DavError> {
         let prefix = if ns == DAV { "" } else { " xmlns:C=\"urn:ietf:params:xml:ns:carddav\"" };
         let element = if ns == DAV { name.to_string() } else { format!("C:{name}") };
-        let body = format!("<?xml version=\"1.0\" encoding=\"utf-8\"?><propfind xmlns=\"DAV:\"{prefix}><prop><{element}/></prop></propfind>");
+        let body = format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><propfind xmlns=\"DAV:\"{prefix}><prop><{element}/></prop></propfind>"
+        );
         let responses = self.multistatus("PROPFIND", path, "0", body).await?;
         Ok(responses.iter().flat_map(|r| &r.props).find(|p| p.name == name).and_then(|p| p.hrefs.first().cloned()))
     }
@@ -127,14 +155,18 @@ impl CardDav {
         let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?><propfind xmlns=\"DAV:\"><prop><resourcetype/><displayname/></prop></propfind>";
         let responses = self.multistatus("PROPFIND", home, "1", body.into()).await?;
         for r in &responses {
-            let is_book = r.props.iter().any(|p| p.name == "resourcetype" && p.children.iter().any(|c| c == "addressbook"));
+            let is_book =
+                r.props.iter().any(|p| p.name == "resourcetype" && p.children.iter().any(|c| c == "addressbook"));
             let display = r.props.iter().find(|p| p.name == "displayname").map(|p| p.text.as_str()).unwrap_or("");
             let segment = r.href.trim_end_matches('/').rsplit('/').next().unwrap_or("");
             if is_book && (display == name || segment == name) {
                 return Ok(with_slash(&r.href));
             }
         }
-        let slug: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' }).collect();
+        let slug: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '-' })
+            .collect();
         let path = format!("{}{slug}/", with_slash(home));
         let body = format!(
             "<?xml version=\"1.0\" encoding=\"utf-8\"?><mkcol xmlns=\"DAV:\" xmlns:C=\"urn:ietf:params:xml:ns:carddav\">\
@@ -143,7 +175,11 @@ impl CardDav {
         );
         let response = self.request("MKCOL", &path, &[], Some(body)).await?;
         if !response.status().is_success() {
-            return Err(DavError::Status { method: "MKCOL".into(), url: self.url(&path), status: response.status().as_u16() });
+            return Err(DavError::Status {
+                method: "MKCOL".into(),
+                url: self.url(&path),
+                status: response.status().as_u16(),
+            });
         }
         Ok(path)
     }
@@ -160,15 +196,23 @@ impl CardDav {
             );
             let response = self.request("REPORT", &self.collection, &[], Some(body)).await?;
             let status = response.status();
-            let text = response.text().await.map_err(|e| DavError::Network { url: self.url(&self.collection), reason: e.to_string() })?;
+            let text = response
+                .text()
+                .await
+                .map_err(|e| DavError::Network { url: self.url(&self.collection), reason: e.to_string() })?;
             if status != StatusCode::MULTI_STATUS {
                 // RFC 6578 3.2: an invalid token is 403 or 409 (valid-sync-token); some
                 // servers answer 500 instead.
-                let refused = status == StatusCode::FORBIDDEN || status == StatusCode::CONFLICT || status.is_server_error();
+                let refused =
+                    status == StatusCode::FORBIDDEN || status == StatusCode::CONFLICT || status.is_server_error();
                 if !token.is_empty() && refused {
                     return Err(DavError::TokenRefused);
                 }
-                return Err(DavError::Status { method: "REPORT".into(), url: self.url(&self.collection), status: status.as_u16() });
+                return Err(DavError::Status {
+                    method: "REPORT".into(),
+                    url: self.url(&self.collection),
+                    status: status.as_u16(),
+                });
             }
             let (responses, new_token) = parse_sync(&text)?;
             let mut truncated = false;
@@ -180,7 +224,8 @@ impl CardDav {
                 match r.status {
                     Some(404) => delta.removed.push(r.href),
                     _ => {
-                        let etag = r.props.iter().find(|p| p.name == "getetag").map(|p| p.text.clone()).unwrap_or_default();
+                        let etag =
+                            r.props.iter().find(|p| p.name == "getetag").map(|p| p.text.clone()).unwrap_or_default();
                         delta.changed.push((r.href, etag));
                     }
                 }
@@ -244,9 +289,15 @@ impl CardDav {
     }
 
     async fn etag(&self, href: &str) -> Result<String, DavError> {
-        let body = "<?xml version=\"1.0\" encoding=\"utf-8\"?><propfind xmlns=\"DAV:\"><prop><getetag/></prop></propfind>";
+        let body =
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><propfind xmlns=\"DAV:\"><prop><getetag/></prop></propfind>";
         let responses = self.multistatus("PROPFIND", href, "0", body.into()).await?;
-        Ok(responses.iter().flat_map(|r| &r.props).find(|p| p.name == "getetag").map(|p| p.text.clone()).unwrap_or_default())
+        Ok(responses
+            .iter()
+            .flat_map(|r| &r.props)
+            .find(|p| p.name == "getetag")
+            .map(|p| p.text.clone())
+            .unwrap_or_default())
     }
 
     /// The href for a new card with `uid`, chosen before the PUT so a retry after a crash
@@ -297,8 +348,11 @@ fn parse_multistatus(xml: &str) -> Result<Vec<DavResponse>, DavError> {
 
 /// The responses of a multistatus and its sync-token (empty when absent).
 fn parse_sync(xml: &str) -> Result<(Vec<DavResponse>, String), DavError> {
-    let doc = roxmltree::Document::parse(xml).map_err(|e| DavError::Protocol(format!("unreadable multistatus: {e}")))?;
-    let is = |n: &roxmltree::Node, name: &str| n.is_element() && n.tag_name().name() == name && n.tag_name().namespace() == Some(DAV);
+    let doc =
+        roxmltree::Document::parse(xml).map_err(|e| DavError::Protocol(format!("unreadable multistatus: {e}")))?;
+    let is = |n: &roxmltree::Node, name: &str| {
+        n.is_element() && n.tag_name().name() == name && n.tag_name().namespace() == Some(DAV)
+    };
     let root = doc.root_element();
     let token = root.children().find(|n| is(n, "sync-token")).and_then(|n| n.text()).unwrap_or("").trim().to_string();
     let mut responses = Vec::new();
@@ -310,15 +364,22 @@ fn parse_sync(xml: &str) -> Result<(Vec<DavResponse>, String), DavError> {
             } else if is(&child, "status") {
                 r.status = status_code(child.text().unwrap_or(""));
             } else if is(&child, "propstat") {
-                let ok = child.children().find(|n| is(n, "status")).and_then(|n| status_code(n.text().unwrap_or(""))) == Some(200);
+                let ok = child.children().find(|n| is(n, "status")).and_then(|n| status_code(n.text().unwrap_or("")))
+                    == Some(200);
                 if !ok {
                     continue;
                 }
-                for prop in child.children().filter(|n| is(n, "prop")).flat_map(|p| p.children().filter(|n| n.is_element())) {
+                for prop in
+                    child.children().filter(|n| is(n, "prop")).flat_map(|p| p.children().filter(|n| n.is_element()))
+                {
                     r.props.push(DavProp {
                         name: prop.tag_name().name().to_string(),
                         text: prop.text().unwrap_or("").trim().to_string(),
-                        children: prop.children().filter(|n| n.is_element()).map(|n| n.tag_name().name().to_string()).collect(),
+                        children: prop
+                            .children()
+                            .filter(|n| n.is_element())
+                            .map(|n| n.tag_name().name().to_string())
+                            .collect(),
                         hrefs: prop
                             .descendants()
                             .filter(|n| is(n, "href"))
@@ -368,11 +429,19 @@ impl Remote for CardDavBook {
         Ok(fetched
             .into_iter()
             .map(|f| match vcard::parse(&f.text) {
-                Some(card) => RemoteCard { id: f.href, etag: f.etag, uid: card.uid, fields: card.fields, raw: Some(card.vcard) },
+                Some(card) => {
+                    RemoteCard { id: f.href, etag: f.etag, uid: card.uid, fields: card.fields, raw: Some(card.vcard) }
+                }
                 None => {
                     // Kept as an empty card: it is linked to nothing and overwritten by nothing.
                     tracing::warn!(href = %f.href, "CardDAV: unreadable vCard");
-                    RemoteCard { id: f.href, etag: f.etag, uid: String::new(), fields: ContactFields::default(), raw: None }
+                    RemoteCard {
+                        id: f.href,
+                        etag: f.etag,
+                        uid: String::new(),
+                        fields: ContactFields::default(),
+                        raw: None,
+                    }
                 }
             })
             .collect())
@@ -391,15 +460,30 @@ impl Remote for CardDavBook {
         results
     }
 
-    async fn update_batch(&mut self, updates: &[(RemoteCard<Self::Raw>, ContactFields)]) -> Vec<Result<String, RemoteError>> {
+    async fn update_batch(
+        &mut self,
+        updates: &[(RemoteCard<Self::Raw>, ContactFields)],
+    ) -> Vec<Result<String, RemoteError>> {
         let mut results = Vec::with_capacity(updates.len());
         for (card, fields) in updates {
             let Some(raw) = &card.raw else {
-                results.push(Err(RemoteError::Failed { message: format!("{} is not a readable vCard; not overwriting it", card.id), transient: false }));
+                results.push(Err(RemoteError::Failed {
+                    message: format!("{} is not a readable vCard; not overwriting it", card.id),
+                    transient: false,
+                }));
                 continue;
             };
-            let uid = if card.uid.is_empty() { card.id.rsplit('/').next().unwrap_or("").trim_end_matches(".vcf").to_string() } else { card.uid.clone() };
-            results.push(self.dav.put(&card.id, vcard::render(Some(raw), &uid, fields), Some(&card.etag)).await.map_err(RemoteError::from));
+            let uid = if card.uid.is_empty() {
+                card.id.rsplit('/').next().unwrap_or("").trim_end_matches(".vcf").to_string()
+            } else {
+                card.uid.clone()
+            };
+            results.push(
+                self.dav
+                    .put(&card.id, vcard::render(Some(raw), &uid, fields), Some(&card.etag))
+                    .await
+                    .map_err(RemoteError::from),
+            );
         }
         results
     }

@@ -83,15 +83,22 @@ pub trait Remote: Send {
     type Raw: Clone + Send + Sync;
     /// Changes since `token`; everything when it is empty.
     fn changes(&mut self, token: &str) -> impl Future<Output = Result<RemoteDelta, RemoteError>> + Send;
-    fn fetch(&mut self, ids: &[String]) -> impl Future<Output = Result<Vec<RemoteCard<Self::Raw>>, RemoteError>> + Send;
+    fn fetch(&mut self, ids: &[String])
+    -> impl Future<Output = Result<Vec<RemoteCard<Self::Raw>>, RemoteError>> + Send;
     /// The id a new contact gets, chosen before it is written (`uid` is ours).
     fn planned_id(&self, uid: &str) -> String;
     /// Creates contacts (at their planned ids, or wherever the provider puts them);
     /// returns each one's id and ETag, in order. `Conflict` when one already exists.
-    fn create_batch(&mut self, new: &[NewContact]) -> impl Future<Output = Vec<Result<(String, String), RemoteError>>> + Send;
+    fn create_batch(
+        &mut self,
+        new: &[NewContact],
+    ) -> impl Future<Output = Vec<Result<(String, String), RemoteError>>> + Send;
     /// Replaces the mapped fields of each card (guarded by its ETag); returns each new
     /// ETag, in order.
-    fn update_batch(&mut self, updates: &[(RemoteCard<Self::Raw>, ContactFields)]) -> impl Future<Output = Vec<Result<String, RemoteError>>> + Send;
+    fn update_batch(
+        &mut self,
+        updates: &[(RemoteCard<Self::Raw>, ContactFields)],
+    ) -> impl Future<Output = Vec<Result<String, RemoteError>>> + Send;
     fn delete(&mut self, id: &str, etag: &str) -> impl Future<Output = Result<(), RemoteError>> + Send;
     /// The address book's or group's name, for tags ("from Google", "deleted in Work").
     fn name(&self) -> String;
@@ -177,9 +184,14 @@ pub async fn run<R: Remote>(
     config: &ContactSyncConfig,
     progress: super::Progress<'_>,
 ) -> Result<(Report, String), SyncError> {
-    let region = if config.settings.default_region.is_empty() { "US".to_string() } else { config.settings.default_region.clone() };
+    let region = if config.settings.default_region.is_empty() {
+        "US".to_string()
+    } else {
+        config.settings.default_region.clone()
+    };
     let items = store.sync_items(config.user_id).await?;
-    let contacts: HashMap<i64, CrmContact> = store.org_contacts(config.org_id).await?.into_iter().map(|c| (c.id, c)).collect();
+    let contacts: HashMap<i64, CrmContact> =
+        store.org_contacts(config.org_id).await?.into_iter().map(|c| (c.id, c)).collect();
     let live = |state: &str| state == SYNCED || state == CREATING;
     let linked = items.iter().filter(|i| live(&i.state)).map(|i| i.contact_id).collect();
     let by_remote: HashMap<String, SyncItem> = items.into_iter().map(|i| (i.remote_id.clone(), i)).collect();
@@ -187,7 +199,18 @@ pub async fn run<R: Remote>(
     for c in contacts.values() {
         index.add(c.id, &c.fields, &region);
     }
-    let mut run = Run { store, remote, config, region, contacts, index, linked, updates: Vec::new(), update_owners: Vec::new(), report: Report::default() };
+    let mut run = Run {
+        store,
+        remote,
+        config,
+        region,
+        contacts,
+        index,
+        linked,
+        updates: Vec::new(),
+        update_owners: Vec::new(),
+        report: Report::default(),
+    };
 
     let delta = match run.remote.changes(&config.sync_token).await {
         Err(RemoteError::TokenRefused) => run.remote.changes("").await?,
@@ -197,7 +220,12 @@ pub async fn run<R: Remote>(
     let listed: HashSet<&str> = delta.changed.iter().map(|(id, _)| id.as_str()).collect();
     let mut removed: HashSet<String> = delta.removed.iter().cloned().collect();
     if delta.full {
-        removed.extend(by_remote.values().filter(|i| i.state == SYNCED && !listed.contains(i.remote_id.as_str())).map(|i| i.remote_id.clone()));
+        removed.extend(
+            by_remote
+                .values()
+                .filter(|i| i.state == SYNCED && !listed.contains(i.remote_id.as_str()))
+                .map(|i| i.remote_id.clone()),
+        );
     }
 
     // The guard: every synced contact gone from one side at once (more than one, so a
@@ -234,7 +262,10 @@ pub async fn run<R: Remote>(
         .map(|(id, _)| id.clone())
         .collect();
     let queued: HashSet<String> = wanted.iter().cloned().collect();
-    for item in by_remote.values().filter(|i| i.state == SYNCED && !queued.contains(&i.remote_id) && !removed.contains(&i.remote_id)) {
+    for item in by_remote
+        .values()
+        .filter(|i| i.state == SYNCED && !queued.contains(&i.remote_id) && !removed.contains(&i.remote_id))
+    {
         if let Some(contact) = run.contacts.get(&item.contact_id)
             && contact.fields.canonical(&run.region).hash() != item.synced_hash
         {
@@ -257,8 +288,11 @@ pub async fn run<R: Remote>(
         .collect();
     // Creations a crash left unconfirmed, by the uid we gave them (providers that pick
     // the id themselves show our uid in the contact).
-    let mut unconfirmed: HashMap<String, &SyncItem> =
-        by_remote.values().filter(|i| i.state == CREATING && !i.remote_uid.is_empty()).map(|i| (i.remote_uid.clone(), i)).collect();
+    let mut unconfirmed: HashMap<String, &SyncItem> = by_remote
+        .values()
+        .filter(|i| i.state == CREATING && !i.remote_uid.is_empty())
+        .map(|i| (i.remote_uid.clone(), i))
+        .collect();
     let fetched_count = cards.len() as u64;
     for (done, card) in cards.into_iter().enumerate() {
         progress("reconciling", done as u64 + 1, fetched_count);
@@ -297,13 +331,25 @@ pub async fn run<R: Remote>(
                 Err(e) => return Err(e.into()),
             }
         } else {
-            run.store.save_sync_item(config.user_id, &item.remote_id, &item.remote_uid, 0, &item.etag, CRM_DELETED, None, "deleted in the CRM").await?;
+            run.store
+                .save_sync_item(
+                    config.user_id,
+                    &item.remote_id,
+                    &item.remote_uid,
+                    0,
+                    &item.etag,
+                    CRM_DELETED,
+                    None,
+                    "deleted in the CRM",
+                )
+                .await?;
         }
     }
 
     // New CRM contacts, and creations a crash left unconfirmed and not found remotely.
     if config.direction.pushes() {
-        let pending: HashMap<i64, &SyncItem> = unconfirmed.values().filter(|i| !fetched.contains(&i.remote_id)).map(|i| (i.contact_id, *i)).collect();
+        let pending: HashMap<i64, &SyncItem> =
+            unconfirmed.values().filter(|i| !fetched.contains(&i.remote_id)).map(|i| (i.contact_id, *i)).collect();
         // A contact with any item (a tombstone included) is never created again.
         let known: HashSet<i64> = by_remote.values().map(|i| i.contact_id).collect();
         let mut new = Vec::new();
@@ -344,7 +390,16 @@ impl<R: Remote> Run<'_, R> {
         }
         self.store.tag_contact(item.contact_id, &format!("deleted in {}", self.remote.name())).await?;
         self.store
-            .save_sync_item(self.user(), &item.remote_id, &item.remote_uid, item.contact_id, &item.etag, REMOTE_DELETED, None, "deleted remotely")
+            .save_sync_item(
+                self.user(),
+                &item.remote_id,
+                &item.remote_uid,
+                item.contact_id,
+                &item.etag,
+                REMOTE_DELETED,
+                None,
+                "deleted remotely",
+            )
             .await?;
         self.linked.remove(&item.contact_id);
         self.report.remote_deletions += 1;
@@ -352,11 +407,17 @@ impl<R: Remote> Run<'_, R> {
     }
 
     /// A card the sync did not know (or had flagged): link, flag or import it.
-    async fn new_card(&mut self, card: &RemoteCard<R::Raw>, seen_uids: &mut HashMap<String, String>) -> Result<(), SyncError> {
+    async fn new_card(
+        &mut self,
+        card: &RemoteCard<R::Raw>,
+        seen_uids: &mut HashMap<String, String>,
+    ) -> Result<(), SyncError> {
         if !card.uid.is_empty() {
             if let Some(other) = seen_uids.get(&card.uid).filter(|other| **other != card.id) {
                 let note = format!("duplicate UID {} (also {other})", card.uid);
-                self.store.save_sync_item(self.user(), &card.id, &card.uid, 0, &card.etag, FLAGGED, None, &note).await?;
+                self.store
+                    .save_sync_item(self.user(), &card.id, &card.uid, 0, &card.etag, FLAGGED, None, &note)
+                    .await?;
                 self.report.flagged += 1;
                 return Ok(());
             }
@@ -366,11 +427,21 @@ impl<R: Remote> Run<'_, R> {
         let candidates = self.candidates(&remote, &card.fields);
         match candidates.as_slice() {
             [] if self.config.direction.pulls() => {
-                let id = self.store.create_synced_contact(self.user(), self.config.org_id, &remote, &format!("from {}", self.remote.name())).await?;
+                let id = self
+                    .store
+                    .create_synced_contact(
+                        self.user(),
+                        self.config.org_id,
+                        &remote,
+                        &format!("from {}", self.remote.name()),
+                    )
+                    .await?;
                 self.index.add(id, &remote, &self.region);
                 self.contacts.insert(id, CrmContact { id, owner_user_id: self.user(), fields: remote.clone() });
                 self.linked.insert(id);
-                self.store.save_sync_item(self.user(), &card.id, &card.uid, id, &card.etag, SYNCED, Some(&remote), "").await?;
+                self.store
+                    .save_sync_item(self.user(), &card.id, &card.uid, id, &card.etag, SYNCED, Some(&remote), "")
+                    .await?;
                 self.report.created_in_crm += 1;
             }
             // CRM to remote only: a remote card nobody has is left alone.
@@ -383,7 +454,9 @@ impl<R: Remote> Run<'_, R> {
             }
             several => {
                 let note = format!("several CRM contacts match: {several:?}");
-                self.store.save_sync_item(self.user(), &card.id, &card.uid, 0, &card.etag, FLAGGED, None, &note).await?;
+                self.store
+                    .save_sync_item(self.user(), &card.id, &card.uid, 0, &card.etag, FLAGGED, None, &note)
+                    .await?;
                 self.report.flagged += 1;
             }
         }
@@ -405,8 +478,12 @@ impl<R: Remote> Run<'_, R> {
                 return by_email;
             }
         }
-        let mut by_phone: Vec<i64> =
-            remote.phones.iter().filter(|p| p.starts_with('+')).flat_map(|p| free(self.index.by_phone.get(p))).collect();
+        let mut by_phone: Vec<i64> = remote
+            .phones
+            .iter()
+            .filter(|p| p.starts_with('+'))
+            .flat_map(|p| free(self.index.by_phone.get(p)))
+            .collect();
         by_phone.sort();
         by_phone.dedup();
         by_phone
@@ -414,7 +491,13 @@ impl<R: Remote> Run<'_, R> {
 
     /// Brings a linked pair together: merge against `base` (the last synced copy; `None`
     /// for a pair just linked), write each side that differs from the result, record it.
-    async fn reconcile(&mut self, contact_id: i64, base: Option<&ContactFields>, known_etag: Option<&str>, card: &RemoteCard<R::Raw>) -> Result<(), SyncError> {
+    async fn reconcile(
+        &mut self,
+        contact_id: i64,
+        base: Option<&ContactFields>,
+        known_etag: Option<&str>,
+        card: &RemoteCard<R::Raw>,
+    ) -> Result<(), SyncError> {
         let Some(contact) = self.contacts.get(&contact_id) else {
             return Ok(()); // Deleted in the CRM: handled with the other CRM deletions.
         };
@@ -422,7 +505,9 @@ impl<R: Remote> Run<'_, R> {
         let remote = card.fields.canonical(&self.region);
         if base.is_some_and(|b| *b == crm && *b == remote) {
             if known_etag != Some(card.etag.as_str()) {
-                self.store.save_sync_item(self.user(), &card.id, &card.uid, contact_id, &card.etag, SYNCED, Some(&crm), "").await?;
+                self.store
+                    .save_sync_item(self.user(), &card.id, &card.uid, contact_id, &card.etag, SYNCED, Some(&crm), "")
+                    .await?;
             }
             self.report.unchanged += 1;
             return Ok(());
@@ -448,7 +533,14 @@ impl<R: Remote> Run<'_, R> {
     }
 
     /// Writes the CRM side if it differs and records the pair as synced.
-    async fn finish_pair(&mut self, contact_id: i64, card: &RemoteCard<R::Raw>, etag: &str, target: &ContactFields, crm_differs: bool) -> Result<(), SyncError> {
+    async fn finish_pair(
+        &mut self,
+        contact_id: i64,
+        card: &RemoteCard<R::Raw>,
+        etag: &str,
+        target: &ContactFields,
+        crm_differs: bool,
+    ) -> Result<(), SyncError> {
         if crm_differs {
             self.store.update_synced_contact(contact_id, target).await?;
             if let Some(c) = self.contacts.get_mut(&contact_id) {
@@ -485,7 +577,9 @@ impl<R: Remote> Run<'_, R> {
     /// Creates owned CRM contacts remotely, each planned id recorded first.
     async fn create_remote(&mut self, batch: &[NewContact]) -> Result<(), SyncError> {
         for new in batch {
-            self.store.save_sync_item(self.user(), &new.planned_id, &new.uid, new.contact_id, "", CREATING, None, "").await?;
+            self.store
+                .save_sync_item(self.user(), &new.planned_id, &new.uid, new.contact_id, "", CREATING, None, "")
+                .await?;
             self.linked.insert(new.contact_id);
         }
         let results = self.remote.create_batch(batch).await;
@@ -495,7 +589,18 @@ impl<R: Remote> Run<'_, R> {
                     if id != new.planned_id {
                         self.store.delete_sync_item(self.user(), &new.planned_id).await?;
                     }
-                    self.store.save_sync_item(self.user(), &id, &new.uid, new.contact_id, &etag, SYNCED, Some(&new.fields), "").await?;
+                    self.store
+                        .save_sync_item(
+                            self.user(),
+                            &id,
+                            &new.uid,
+                            new.contact_id,
+                            &etag,
+                            SYNCED,
+                            Some(&new.fields),
+                            "",
+                        )
+                        .await?;
                     self.report.created_remotely += 1;
                 }
                 // It exists: an earlier run wrote it and died before recording that. Merge.
@@ -515,6 +620,7 @@ impl<R: Remote> Run<'_, R> {
 /// A fresh vCard UID for a contact: random, so two CRMs never collide.
 fn new_uid(contact_id: i64) -> Result<String, SyncError> {
     let mut bytes = [0u8; 12];
-    crate::secrets::random_bytes(&mut bytes).map_err(|e| SyncError::Store(StoreError::Invalid(format!("no randomness: {e}"))))?;
+    crate::secrets::random_bytes(&mut bytes)
+        .map_err(|e| SyncError::Store(StoreError::Invalid(format!("no randomness: {e}"))))?;
     Ok(format!("mailsync-{contact_id}-{}", hex::encode(bytes)))
 }

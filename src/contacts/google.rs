@@ -20,7 +20,8 @@ use super::ContactFields;
 use super::engine::{NewContact, Remote, RemoteCard, RemoteDelta, RemoteError};
 use crate::oauth::TokenSource;
 
-const PERSON_FIELDS: &str = "names,emailAddresses,phoneNumbers,organizations,imClients,addresses,memberships,clientData,metadata";
+const PERSON_FIELDS: &str =
+    "names,emailAddresses,phoneNumbers,organizations,imClients,addresses,memberships,clientData,metadata";
 const UPDATE_FIELDS: &str = "names,emailAddresses,phoneNumbers,organizations,imClients,addresses";
 /// The `clientData` key holding our uid.
 const UID_KEY: &str = "mailsync-uid";
@@ -39,13 +40,24 @@ pub struct GooglePeople {
 }
 
 impl GooglePeople {
-    pub async fn connect(base: &str, tokens: TokenSource, group_name: &str, timeout: Duration) -> Result<GooglePeople, RemoteError> {
+    pub async fn connect(
+        base: &str,
+        tokens: TokenSource,
+        group_name: &str,
+        timeout: Duration,
+    ) -> Result<GooglePeople, RemoteError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .build()
             .map_err(|e| RemoteError::Failed { message: format!("HTTP client: {e}"), transient: false })?;
-        let mut people =
-            GooglePeople { http, base: base.trim_end_matches('/').to_string(), tokens, group: String::new(), group_name: group_name.into(), cache: HashMap::new() };
+        let mut people = GooglePeople {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            tokens,
+            group: String::new(),
+            group_name: group_name.into(),
+            cache: HashMap::new(),
+        };
         people.group = people.find_or_create_group().await?;
         Ok(people)
     }
@@ -68,16 +80,24 @@ impl GooglePeople {
                 _ => break,
             }
         }
-        let created = self.call(Method::POST, "/v1/contactGroups", &[], Some(json!({"contactGroup": {"name": self.group_name}}))).await?;
-        created["resourceName"]
-            .as_str()
-            .map(String::from)
-            .ok_or_else(|| RemoteError::Failed { message: "creating the contact group returned no resourceName".into(), transient: false })
+        let created = self
+            .call(Method::POST, "/v1/contactGroups", &[], Some(json!({"contactGroup": {"name": self.group_name}})))
+            .await?;
+        created["resourceName"].as_str().map(String::from).ok_or_else(|| RemoteError::Failed {
+            message: "creating the contact group returned no resourceName".into(),
+            transient: false,
+        })
     }
 
     /// One API call with a fresh access token (refreshed once if refused) and backoff on
     /// 429 / 503 (Retry-After honored).
-    async fn call(&self, method: Method, path: &str, query: &[(&str, String)], body: Option<Value>) -> Result<Value, RemoteError> {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Value>,
+    ) -> Result<Value, RemoteError> {
         self.call_accepting(method, path, query, body, None).await
     }
 
@@ -95,36 +115,61 @@ impl GooglePeople {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let token = self.tokens.access_token().await.map_err(|e| RemoteError::Failed { message: e.to_string(), transient: e.is_transient() })?;
+            let token = self
+                .tokens
+                .access_token()
+                .await
+                .map_err(|e| RemoteError::Failed { message: e.to_string(), transient: e.is_transient() })?;
             let mut request = self.http.request(method.clone(), &url).bearer_auth(token.expose()).query(query);
             if let Some(body) = &body {
                 request = request.header("Content-Type", "application/json").body(body.to_string());
             }
-            let response = request.send().await.map_err(|e| RemoteError::Failed { message: format!("{url}: {e}"), transient: true })?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| RemoteError::Failed { message: format!("{url}: {e}"), transient: true })?;
             let status = response.status();
-            let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-            let text = response.text().await.map_err(|e| RemoteError::Failed { message: format!("{url}: {e}"), transient: true })?;
+            let retry_after =
+                response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+            let text = response
+                .text()
+                .await
+                .map_err(|e| RemoteError::Failed { message: format!("{url}: {e}"), transient: true })?;
             if also_ok == Some(status) {
                 return Ok(Value::Null);
             }
             if status.is_success() {
-                return if text.is_empty() { Ok(Value::Null) } else { serde_json::from_str(&text).map_err(|e| protocol(&url, e)) };
+                return if text.is_empty() {
+                    Ok(Value::Null)
+                } else {
+                    serde_json::from_str(&text).map_err(|e| protocol(&url, e))
+                };
             }
             if status == StatusCode::UNAUTHORIZED && !refreshed {
                 self.tokens.invalidate().await;
                 refreshed = true;
                 continue;
             }
-            if (status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE) && attempt < ATTEMPTS {
+            if (status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE)
+                && attempt < ATTEMPTS
+            {
                 let wait = retry_after.map(Duration::from_secs).unwrap_or(Duration::from_millis(500 << attempt));
-                tracing::info!(url, status = status.as_u16(), wait_ms = wait.as_millis() as u64, "Google People API: backing off");
+                tracing::info!(
+                    url,
+                    status = status.as_u16(),
+                    wait_ms = wait.as_millis() as u64,
+                    "Google People API: backing off"
+                );
                 tokio::time::sleep(wait.min(Duration::from_secs(60))).await;
                 continue;
             }
             if text.contains("EXPIRED_SYNC_TOKEN") {
                 return Err(RemoteError::TokenRefused);
             }
-            let message = serde_json::from_str::<Value>(&text).ok().and_then(|v| v["error"]["message"].as_str().map(String::from)).unwrap_or(text);
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"]["message"].as_str().map(String::from))
+                .unwrap_or(text);
             return Err(RemoteError::Failed {
                 message: format!("{method} {url}: {status}: {message}"),
                 transient: status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS,
@@ -166,7 +211,11 @@ impl Remote for GooglePeople {
         self.cache.clear();
         let mut page = String::new();
         loop {
-            let mut query = vec![("personFields", PERSON_FIELDS.to_string()), ("pageSize", "1000".into()), ("requestSyncToken", "true".into())];
+            let mut query = vec![
+                ("personFields", PERSON_FIELDS.to_string()),
+                ("pageSize", "1000".into()),
+                ("requestSyncToken", "true".into()),
+            ];
             if !token.is_empty() {
                 query.push(("syncToken", token.to_string()));
             }
@@ -233,16 +282,26 @@ impl Remote for GooglePeople {
         let body = json!({"contacts": contacts, "readMask": PERSON_FIELDS});
         match self.call(Method::POST, "/v1/people:batchCreateContacts", &[], Some(body)).await {
             Ok(answer) => {
-                let created: Vec<&Value> = answer["createdPeople"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
+                let created: Vec<&Value> =
+                    answer["createdPeople"].as_array().map(|a| a.iter().collect()).unwrap_or_default();
                 new.iter()
                     .enumerate()
                     .map(|(i, n)| match created.get(i) {
                         Some(c) if c["httpStatusCode"].as_u64().is_none_or(|s| s == 200) => {
                             let person = &c["person"];
-                            Ok((person["resourceName"].as_str().unwrap_or_default().to_string(), person["etag"].as_str().unwrap_or_default().to_string()))
+                            Ok((
+                                person["resourceName"].as_str().unwrap_or_default().to_string(),
+                                person["etag"].as_str().unwrap_or_default().to_string(),
+                            ))
                         }
-                        Some(c) => Err(RemoteError::Failed { message: format!("creating {}: status {}", n.uid, c["httpStatusCode"]), transient: false }),
-                        None => Err(RemoteError::Failed { message: format!("creating {}: no result", n.uid), transient: true }),
+                        Some(c) => Err(RemoteError::Failed {
+                            message: format!("creating {}: status {}", n.uid, c["httpStatusCode"]),
+                            transient: false,
+                        }),
+                        None => Err(RemoteError::Failed {
+                            message: format!("creating {}: no result", n.uid),
+                            transient: true,
+                        }),
                     })
                     .collect()
             }
@@ -250,7 +309,10 @@ impl Remote for GooglePeople {
         }
     }
 
-    async fn update_batch(&mut self, updates: &[(RemoteCard<Value>, ContactFields)]) -> Vec<Result<String, RemoteError>> {
+    async fn update_batch(
+        &mut self,
+        updates: &[(RemoteCard<Value>, ContactFields)],
+    ) -> Vec<Result<String, RemoteError>> {
         let mut contacts = serde_json::Map::new();
         for (card, fields) in updates {
             let mut person = person_of(fields);
@@ -265,10 +327,15 @@ impl Remote for GooglePeople {
                 .map(|(card, _)| {
                     let result = &answer["updateResult"][&card.id];
                     match result["httpStatusCode"].as_u64() {
-                        Some(200) | None if result["person"].is_object() => Ok(result["person"]["etag"].as_str().unwrap_or_default().to_string()),
+                        Some(200) | None if result["person"].is_object() => {
+                            Ok(result["person"]["etag"].as_str().unwrap_or_default().to_string())
+                        }
                         // The ETag no longer matches: changed remotely since it was read.
                         Some(400) | Some(409) | Some(412) => Err(RemoteError::Conflict(card.id.clone())),
-                        other => Err(RemoteError::Failed { message: format!("updating {}: status {other:?}", card.id), transient: false }),
+                        other => Err(RemoteError::Failed {
+                            message: format!("updating {}: status {other:?}", card.id),
+                            transient: false,
+                        }),
                     }
                 })
                 .collect(),
@@ -278,7 +345,8 @@ impl Remote for GooglePeople {
 
     async fn delete(&mut self, id: &str, _etag: &str) -> Result<(), RemoteError> {
         // Already gone is as good as deleted.
-        self.call_accepting(Method::DELETE, &format!("/v1/{id}:deleteContact"), &[], None, Some(StatusCode::NOT_FOUND)).await?;
+        self.call_accepting(Method::DELETE, &format!("/v1/{id}:deleteContact"), &[], None, Some(StatusCode::NOT_FOUND))
+            .await?;
         Ok(())
     }
 
@@ -296,7 +364,9 @@ fn same_error(e: &RemoteError) -> RemoteError {
     match e {
         RemoteError::TokenRefused => RemoteError::TokenRefused,
         RemoteError::Conflict(id) => RemoteError::Conflict(id.clone()),
-        RemoteError::Failed { message, transient } => RemoteError::Failed { message: message.clone(), transient: *transient },
+        RemoteError::Failed { message, transient } => {
+            RemoteError::Failed { message: message.clone(), transient: *transient }
+        }
     }
 }
 
@@ -309,11 +379,11 @@ fn fields_of(person: &Value) -> ContactFields {
         .as_array()
         .and_then(|names| names.first())
         .map(|n| {
-            n["displayName"]
-                .as_str()
-                .or(n["unstructuredName"].as_str())
-                .map(String::from)
-                .unwrap_or_else(|| format!("{} {}", n["givenName"].as_str().unwrap_or(""), n["familyName"].as_str().unwrap_or("")).trim().to_string())
+            n["displayName"].as_str().or(n["unstructuredName"].as_str()).map(String::from).unwrap_or_else(|| {
+                format!("{} {}", n["givenName"].as_str().unwrap_or(""), n["familyName"].as_str().unwrap_or(""))
+                    .trim()
+                    .to_string()
+            })
         })
         .unwrap_or_default();
     let ims = person["imClients"]
@@ -330,12 +400,21 @@ fn fields_of(person: &Value) -> ContactFields {
         .as_array()
         .and_then(|a| a.first())
         .map(|a| {
-            ["streetAddress", "city", "region", "postalCode", "country"].iter().map(|k| a[*k].as_str().unwrap_or("")).collect::<Vec<_>>().join(";")
+            ["streetAddress", "city", "region", "postalCode", "country"]
+                .iter()
+                .map(|k| a[*k].as_str().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join(";")
         })
         .unwrap_or_default();
     ContactFields {
         name,
-        organization: person["organizations"].as_array().and_then(|o| o.first()).and_then(|o| o["name"].as_str()).unwrap_or("").to_string(),
+        organization: person["organizations"]
+            .as_array()
+            .and_then(|o| o.first())
+            .and_then(|o| o["name"].as_str())
+            .unwrap_or("")
+            .to_string(),
         emails: list("emailAddresses", "value"),
         phones: person["phoneNumbers"]
             .as_array()

@@ -120,8 +120,11 @@ pub async fn configure(
         propagate_deletions: input.propagate_deletions,
         default_region: input.region,
     };
-    let sealed = key.seal(SECRET_PURPOSE, &crate::secrets::Secret::new(input.password)).map_err(|e| Invalid(e.to_string()))?;
-    store.set_contact_sync_config(user, &input.provider, &settings, &sealed, direction, policy, input.interval_secs).await
+    let sealed =
+        key.seal(SECRET_PURPOSE, &crate::secrets::Secret::new(input.password)).map_err(|e| Invalid(e.to_string()))?;
+    store
+        .set_contact_sync_config(user, &input.provider, &settings, &sealed, direction, policy, input.interval_secs)
+        .await
 }
 
 /// One of a unit enum's serde names, or an error naming the choices.
@@ -134,7 +137,12 @@ fn choice<T: serde::de::DeserializeOwned>(what: &str, value: &str) -> Result<T, 
 pub type Progress<'a> = &'a mut (dyn FnMut(&str, u64, u64) + Send);
 
 /// Runs `config`'s sync now and records the outcome (counts, or the error) in the store.
-pub async fn sync_now(store: &Store, key: &Arc<MasterKey>, config: &ContactSyncConfig, progress: Progress<'_>) -> Result<Report, SyncError> {
+pub async fn sync_now(
+    store: &Store,
+    key: &Arc<MasterKey>,
+    config: &ContactSyncConfig,
+    progress: Progress<'_>,
+) -> Result<Report, SyncError> {
     let outcome = sync_with_provider(store, key, config, progress).await;
     let (token, result, error) = match &outcome {
         Ok((report, token)) => (Some(token.as_str()), serde_json::to_value(report).unwrap_or_default(), String::new()),
@@ -166,7 +174,9 @@ async fn sync_with_provider(
     let s = &config.settings;
     match config.provider.as_str() {
         "carddav" => {
-            let secret = key.open(SECRET_PURPOSE, &config.sealed_secret).map_err(|e| failed(format!("stored credentials: {e}"), false))?;
+            let secret = key
+                .open(SECRET_PURPOSE, &config.sealed_secret)
+                .map_err(|e| failed(format!("stored credentials: {e}"), false))?;
             let dav = carddav::CardDav::connect(&s.url, &s.username, secret.expose(), &s.address_book, HTTP_TIMEOUT)
                 .await
                 .map_err(RemoteError::from)?;
@@ -177,7 +187,10 @@ async fn sync_with_provider(
             // The user's Google mail account's OAuth grant (it needs the contacts scope).
             let account = store.account_of_user(config.user_id).await?;
             if account.auth != crate::store::AuthKind::Xoauth2 {
-                return Err(failed(format!("{} signs in with a password; Google contacts need its OAuth grant", account.email), false));
+                return Err(failed(
+                    format!("{} signs in with a password; Google contacts need its OAuth grant", account.email),
+                    false,
+                ));
             }
             let tokens = crate::oauth::TokenSource::new(store.clone(), key.clone(), account.id)
                 .await
@@ -193,7 +206,13 @@ async fn sync_with_provider(
 /// The daemon's contacts-sync task: runs each configuration when its interval has passed
 /// or a run was requested, one user at a time, under a lease so that daemons sharing a
 /// database never run one user's sync twice at once.
-pub async fn run_scheduler(store: Store, key: Arc<MasterKey>, owner: String, poll: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run_scheduler(
+    store: Store,
+    key: Arc<MasterKey>,
+    owner: String,
+    poll: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         match store.contact_sync_configs(None).await {
             Ok(configs) => {
@@ -361,7 +380,12 @@ pub struct Merged {
 /// Three-way merge, field by field, against `base` (the last synced copy; `None` when the
 /// two sides were just linked): a field changed on one side takes that side's value; one
 /// changed on both to different values takes the policy's side.
-pub fn merge(base: Option<&ContactFields>, crm: &ContactFields, remote: &ContactFields, policy: ConflictPolicy) -> Merged {
+pub fn merge(
+    base: Option<&ContactFields>,
+    crm: &ContactFields,
+    remote: &ContactFields,
+    policy: ConflictPolicy,
+) -> Merged {
     let mut fields = crm.clone();
     let mut conflicts = Vec::new();
     for field in FIELDS {

@@ -32,22 +32,24 @@ const MAPPED: [VCardProperty; 8] = [
 pub fn parse(text: &str) -> Option<Card> {
     let vcard = VCard::parse(text).ok()?;
     let texts = |prop: VCardProperty| -> Vec<String> {
-        vcard.properties(&prop).filter_map(|e| e.values.first().and_then(value_text)).filter(|v| !v.is_empty()).collect()
+        vcard
+            .properties(&prop)
+            .filter_map(|e| e.values.first().and_then(value_text))
+            .filter(|v| !v.is_empty())
+            .collect()
     };
     let mut name = texts(VCardProperty::Fn).into_iter().next().unwrap_or_default();
     if name.is_empty() {
         // No FN (allowed in 3.0 readers' practice): given and family name from N.
         if let Some(n) = vcard.property(&VCardProperty::N) {
             let parts: Vec<String> = n.values.iter().filter_map(value_text).collect();
-            let (family, given) = (parts.first().cloned().unwrap_or_default(), parts.get(1).cloned().unwrap_or_default());
+            let (family, given) =
+                (parts.first().cloned().unwrap_or_default(), parts.get(1).cloned().unwrap_or_default());
             name = format!("{given} {family}").trim().to_string();
         }
     }
-    let organization = vcard
-        .property(&VCardProperty::Org)
-        .and_then(|e| e.values.first())
-        .and_then(value_text)
-        .unwrap_or_default();
+    let organization =
+        vcard.property(&VCardProperty::Org).and_then(|e| e.values.first()).and_then(value_text).unwrap_or_default();
     let address = vcard
         .property(&VCardProperty::Adr)
         .map(|adr| {
@@ -91,13 +93,16 @@ pub fn render(base: Option<&VCard>, uid: &str, fields: &ContactFields) -> String
         .unwrap_or_default();
     let text = |prop: VCardProperty, value: &str| VCardEntry::new(prop).with_value(value.to_string());
     entries.push(text(VCardProperty::Uid, uid));
-    let name = if fields.name.is_empty() { fields.emails.first().cloned().unwrap_or_default() } else { fields.name.clone() };
+    let name =
+        if fields.name.is_empty() { fields.emails.first().cloned().unwrap_or_default() } else { fields.name.clone() };
     entries.push(text(VCardProperty::Fn, &name));
     // N is required in 3.0 and expected by many clients.
     let (given, family) = fields.given_and_family();
-    entries.push(VCardEntry::new(VCardProperty::N).with_values(
-        [family, given, "", "", ""].into_iter().map(|part| VCardValue::Text(part.to_string())).collect(),
-    ));
+    entries.push(
+        VCardEntry::new(VCardProperty::N).with_values(
+            [family, given, "", "", ""].into_iter().map(|part| VCardValue::Text(part.to_string())).collect(),
+        ),
+    );
     if !fields.organization.is_empty() {
         entries.push(text(VCardProperty::Org, &fields.organization));
     }
@@ -108,7 +113,8 @@ pub fn render(base: Option<&VCard>, uid: &str, fields: &ContactFields) -> String
         let parts: Vec<&str> = fields.address.split(';').collect();
         let part = |i: usize| parts.get(i).copied().unwrap_or("").to_string();
         let values = [String::new(), String::new(), part(0), part(1), part(2), part(3), part(4)];
-        entries.push(VCardEntry::new(VCardProperty::Adr).with_values(values.into_iter().map(VCardValue::Text).collect()));
+        entries
+            .push(VCardEntry::new(VCardProperty::Adr).with_values(values.into_iter().map(VCardValue::Text).collect()));
     }
     let mut out = String::new();
     // Writing into a String cannot fail.

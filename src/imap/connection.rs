@@ -34,7 +34,10 @@ pub struct ServerSettings {
 
 impl ServerSettings {
     /// The account's IMAP server, trusting the webpki roots plus the account's CA file.
-    pub fn for_account(account: &crate::store::Account, sync: &crate::config::SyncConfig) -> Result<ServerSettings, SyncError> {
+    pub fn for_account(
+        account: &crate::store::Account,
+        sync: &crate::config::SyncConfig,
+    ) -> Result<ServerSettings, SyncError> {
         let ca_file: Option<std::path::PathBuf> = (!account.ca_file.is_empty()).then(|| account.ca_file.clone().into());
         Ok(ServerSettings {
             host: account.imap_host.clone(),
@@ -111,10 +114,9 @@ pub async fn connect(settings: &ServerSettings, credential: &Credential) -> Resu
         greeting(&mut client).await?;
     }
     let mut session = match credential {
-        Credential::Password(password) => client
-            .login(&settings.username, password.expose())
-            .await
-            .map_err(|(e, _)| login_error(e))?,
+        Credential::Password(password) => {
+            client.login(&settings.username, password.expose()).await.map_err(|(e, _)| login_error(e))?
+        }
         Credential::AccessToken(token) => {
             let auth = XOAuth2 { user: settings.username.clone(), token: token.clone() };
             client.authenticate("XOAUTH2", auth).await.map_err(|(e, _)| login_error(e))?
@@ -132,15 +134,15 @@ pub async fn connect(settings: &ServerSettings, credential: &Credential) -> Resu
     };
     if caps.id {
         // Some providers (163.com, ...) refuse SELECT without it; a failure is harmless.
-        let _ = session
-            .id([("name", Some("mailsync")), ("version", Some(env!("CARGO_PKG_VERSION")))])
-            .await;
+        let _ = session.id([("name", Some("mailsync")), ("version", Some(env!("CARGO_PKG_VERSION")))]).await;
     }
     drain_unsolicited(&session);
     Ok(Connection { session, timeouts, caps })
 }
 
-async fn greeting(client: &mut Client<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send>) -> Result<(), SyncError> {
+async fn greeting(
+    client: &mut Client<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send>,
+) -> Result<(), SyncError> {
     let not_imap = |detail: String| {
         SyncError::new(ErrorClass::Protocol, format!("the server did not greet like an IMAP server: {detail}"))
     };
@@ -183,7 +185,9 @@ pub fn drain_unsolicited(session: &ImapSession) -> MailboxNews {
         match response {
             async_imap::types::UnsolicitedResponse::Exists(n) => news.exists = Some(n),
             async_imap::types::UnsolicitedResponse::Expunge(_) => news.expunged = true,
-            async_imap::types::UnsolicitedResponse::Other(data) if matches!(data.parsed(), Response::Vanished { .. }) => {
+            async_imap::types::UnsolicitedResponse::Other(data)
+                if matches!(data.parsed(), Response::Vanished { .. }) =>
+            {
                 news.expunged = true
             }
             _ => {}

@@ -68,10 +68,16 @@ impl ErrorClass {
     pub fn fix(self) -> &'static str {
         match self {
             ErrorClass::AuthFailed => "check the username and password, then update the account",
-            ErrorClass::AppPasswordNeeded => "create an app password at the provider (or use OAuth) and update the account",
-            ErrorClass::CertificateInvalid => "fix the server certificate, or give the account a --ca-file that signs it",
+            ErrorClass::AppPasswordNeeded => {
+                "create an app password at the provider (or use OAuth) and update the account"
+            }
+            ErrorClass::CertificateInvalid => {
+                "fix the server certificate, or give the account a --ca-file that signs it"
+            }
             ErrorClass::HostOrPortWrong => "check the IMAP host name and port (993 for implicit TLS, 143 for STARTTLS)",
-            ErrorClass::TlsRequired => "enable TLS on the server or use its TLS port; mailsync never logs in without TLS",
+            ErrorClass::TlsRequired => {
+                "enable TLS on the server or use its TLS port; mailsync never logs in without TLS"
+            }
             ErrorClass::Throttled => "nothing: mailsync retries with backoff; reduce other clients if it persists",
             ErrorClass::FolderMissing => "check the mailbox on the server; INBOX must exist",
             ErrorClass::Protocol => "check that the host and port are an IMAP server (not POP3 or SMTP)",
@@ -141,7 +147,9 @@ impl From<ConnectError> for SyncError {
 impl From<TlsError> for SyncError {
     fn from(e: TlsError) -> Self {
         let class = match e {
-            TlsError::Certificate(_) | TlsError::CaFile { .. } | TlsError::ServerName(_) => ErrorClass::CertificateInvalid,
+            TlsError::Certificate(_) | TlsError::CaFile { .. } | TlsError::ServerName(_) => {
+                ErrorClass::CertificateInvalid
+            }
             // A handshake against something that is not a TLS server (plain IMAP on 993's
             // place, POP3...) fails with a protocol-level error.
             TlsError::Handshake(ref m) if m.contains("InvalidContentType") || m.contains("corrupt message") => {

@@ -85,10 +85,8 @@ pub async fn fetch_batch(
     }
     let mut bodies: HashMap<(u32, Vec<u32>), Vec<u8>> = HashMap::new();
     for (sections, group_uids) in groups {
-        let items: Vec<String> = sections
-            .iter()
-            .map(|s| format!("BODY.PEEK[{}]<0.{max_text_bytes}>", section_name(s)))
-            .collect();
+        let items: Vec<String> =
+            sections.iter().map(|s| format!("BODY.PEEK[{}]<0.{max_text_bytes}>", section_name(s))).collect();
         let query = format!("(UID {})", items.join(" "));
         for fetch in collect(session, &uid_set(&group_uids), &query).await? {
             let Some(uid) = fetch.uid else { continue };
@@ -114,7 +112,9 @@ pub async fn fetch_batch(
             })
             .collect();
         // A parser bug on one hostile message must cost only that message.
-        let parsed = std::panic::catch_unwind(|| parse_parts(&layout.header, &parts, layout.size as i64, layout.attachments.clone()));
+        let parsed = std::panic::catch_unwind(|| {
+            parse_parts(&layout.header, &parts, layout.size as i64, layout.attachments.clone())
+        });
         match parsed {
             Ok(parsed) => batch.messages.push((uid, parsed)),
             Err(_) => {
@@ -123,8 +123,13 @@ pub async fn fetch_batch(
             }
         }
     }
-    tracing::debug!(messages = uids.len(), structure_ms, parts_ms,
-        parse_ms = started.elapsed().as_millis() as u64 - structure_ms - parts_ms, "batch fetched");
+    tracing::debug!(
+        messages = uids.len(),
+        structure_ms,
+        parts_ms,
+        parse_ms = started.elapsed().as_millis() as u64 - structure_ms - parts_ms,
+        "batch fetched"
+    );
     Ok(batch)
 }
 
@@ -168,11 +173,7 @@ fn walk(structure: &BodyStructure<'_>, path: &mut Vec<u32>, depth: usize, layout
     }
 }
 
-fn attachment(
-    section: &[u32],
-    common: &imap_proto::BodyContentCommon<'_>,
-    octets: u32,
-) -> AttachmentMeta {
+fn attachment(section: &[u32], common: &imap_proto::BodyContentCommon<'_>, octets: u32) -> AttachmentMeta {
     let filename = common
         .disposition
         .as_ref()
@@ -188,11 +189,7 @@ fn attachment(
 }
 
 fn param(params: &imap_proto::BodyParams<'_>, name: &str) -> Option<String> {
-    params
-        .as_ref()?
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.to_string())
+    params.as_ref()?.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.to_string())
 }
 
 fn encoding_name(e: &imap_proto::ContentEncoding<'_>) -> String {

@@ -64,10 +64,8 @@ fn pick(names: &[Name]) -> Result<FolderNames, SyncError> {
         .find(|n| n.name().eq_ignore_ascii_case("INBOX"))
         .map(|n| n.name().to_string())
         .ok_or_else(|| SyncError::new(ErrorClass::FolderMissing, "the server lists no INBOX"))?;
-    let special = names
-        .iter()
-        .filter(selectable)
-        .find(|n| n.attributes().iter().any(|a| matches!(a, NameAttribute::Sent)));
+    let special =
+        names.iter().filter(selectable).find(|n| n.attributes().iter().any(|a| matches!(a, NameAttribute::Sent)));
     let by_name = || {
         SENT_NAMES.iter().find_map(|wanted| {
             names.iter().filter(selectable).find(|n| {

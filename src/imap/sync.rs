@@ -64,16 +64,25 @@ impl FolderSync {
         let mut folder = store.ensure_folder(account_id, role, name).await?;
         let ensure_ms = started.elapsed().as_millis() as u64;
         let mailbox = select(conn, name).await?;
-        tracing::debug!(folder = name, ensure_ms, select_ms = started.elapsed().as_millis() as u64 - ensure_ms, "selected");
-        let uidvalidity = i64::from(
-            mailbox
-                .uid_validity
-                .ok_or_else(|| SyncError::new(ErrorClass::Protocol, format!("SELECT {name} returned no UIDVALIDITY")))?,
+        tracing::debug!(
+            folder = name,
+            ensure_ms,
+            select_ms = started.elapsed().as_millis() as u64 - ensure_ms,
+            "selected"
         );
+        let uidvalidity =
+            i64::from(mailbox.uid_validity.ok_or_else(|| {
+                SyncError::new(ErrorClass::Protocol, format!("SELECT {name} returned no UIDVALIDITY"))
+            })?);
         if folder.uidvalidity != uidvalidity {
             if folder.uidvalidity != 0 {
-                tracing::warn!(account = account_id, folder = name, old = folder.uidvalidity, new = uidvalidity,
-                    "UIDVALIDITY changed; resyncing the folder (messages are matched by Message-ID)");
+                tracing::warn!(
+                    account = account_id,
+                    folder = name,
+                    old = folder.uidvalidity,
+                    new = uidvalidity,
+                    "UIDVALIDITY changed; resyncing the folder (messages are matched by Message-ID)"
+                );
             }
             store.reset_folder(folder.id, uidvalidity).await?;
             folder = store.ensure_folder(account_id, role, name).await?;
@@ -85,7 +94,17 @@ impl FolderSync {
         folder.server_messages = exists;
         folder.uidnext = uidnext;
         folder.highestmodseq = modseq;
-        let mut sync = FolderSync { store: store.clone(), org_id, folder, opts, commands: 1, stored: 0, pending: None, expunge_seen: false, exists_seen: false };
+        let mut sync = FolderSync {
+            store: store.clone(),
+            org_id,
+            folder,
+            opts,
+            commands: 1,
+            stored: 0,
+            pending: None,
+            expunge_seen: false,
+            exists_seen: false,
+        };
 
         let unchanged = sync.folder.initial_sync_done
             && uidnext == sync.folder.synced_high_uid + 1
@@ -226,7 +245,12 @@ impl FolderSync {
         }
         self.folder.server_messages = server.len() as i64;
         self.store
-            .update_folder_counts(self.folder.id, self.folder.server_messages, self.folder.uidnext, self.folder.highestmodseq)
+            .update_folder_counts(
+                self.folder.id,
+                self.folder.server_messages,
+                self.folder.uidnext,
+                self.folder.highestmodseq,
+            )
             .await?;
         Ok(())
     }
@@ -293,20 +317,16 @@ impl FolderSync {
     /// Waits for the batch in flight, if any.
     async fn settle(&mut self) -> Result<(), SyncError> {
         let Some(pending) = self.pending.take() else { return Ok(()) };
-        let outcome = pending
-            .await
-            .map_err(|e| SyncError::new(ErrorClass::Store, format!("commit task failed: {e}")))??;
+        let outcome =
+            pending.await.map_err(|e| SyncError::new(ErrorClass::Store, format!("commit task failed: {e}")))??;
         self.stored += outcome.new_message_ids.len();
         Ok(())
     }
 }
 
 async fn select(conn: &mut Connection, name: &str) -> Result<Mailbox, SyncError> {
-    let result = if conn.caps.condstore {
-        conn.session.select_condstore(name).await
-    } else {
-        conn.session.select(name).await
-    };
+    let result =
+        if conn.caps.condstore { conn.session.select_condstore(name).await } else { conn.session.select(name).await };
     drain_unsolicited(&conn.session);
     result.map_err(|e| match e {
         async_imap::error::Error::No(text) => {

@@ -37,7 +37,9 @@ impl Credentials {
                     .map_err(|e| SyncError::new(ErrorClass::Secret, e.to_string()))?;
                 Credentials::Password(password)
             }
-            AuthKind::Xoauth2 => Credentials::OAuth(Arc::new(TokenSource::new(store.clone(), key.clone(), account.id).await?)),
+            AuthKind::Xoauth2 => {
+                Credentials::OAuth(Arc::new(TokenSource::new(store.clone(), key.clone(), account.id).await?))
+            }
         })
     }
 
@@ -136,7 +138,12 @@ async fn session(
     crate::metrics::imap_connection();
     let connect_ms = connecting.elapsed().as_millis() as u64;
     let names = find_folders(&mut conn.session).await?;
-    tracing::debug!(account = ctx.account_id, connect_ms, list_ms = connecting.elapsed().as_millis() as u64 - connect_ms, "connected");
+    tracing::debug!(
+        account = ctx.account_id,
+        connect_ms,
+        list_ms = connecting.elapsed().as_millis() as u64 - connect_ms,
+        "connected"
+    );
     let name = match role {
         FolderRole::Inbox => names.inbox,
         FolderRole::Sent => match names.sent {
@@ -146,7 +153,8 @@ async fn session(
     };
     report(ctx, "syncing", None).await;
     let started = std::time::Instant::now();
-    let mut sync = FolderSync::open(&mut conn, &ctx.store, ctx.account_id, ctx.org_id, role, &name, ctx.sync.clone()).await?;
+    let mut sync =
+        FolderSync::open(&mut conn, &ctx.store, ctx.account_id, ctx.org_id, role, &name, ctx.sync.clone()).await?;
     backoff.reset();
     report(ctx, "idle", None).await;
     let (bytes_in, bytes_out) = conn.timeouts.bytes();
@@ -202,10 +210,7 @@ async fn idle(
     };
     let mut wake = Wake::default();
     if let Ok(Ok(IdleResponse::NewData(data))) = &outcome {
-        wake.expunged = matches!(
-            data.parsed(),
-            Response::Expunge(_) | Response::Vanished { .. }
-        );
+        wake.expunged = matches!(data.parsed(), Response::Expunge(_) | Response::Vanished { .. });
         if let Response::MailboxData(MailboxDatum::Exists(_)) = data.parsed() {
             tracing::debug!("IDLE: new mail");
             wake.new_mail_at = Some(std::time::Instant::now());

@@ -8,8 +8,7 @@ mod parse;
 pub mod thread;
 
 pub use parse::{
-    AttachmentMeta, MAX_REFERENCES, ParsedMessage, Participant, Role, TextPart, parse_parts, parse_raw,
-    recipient_count,
+    AttachmentMeta, MAX_REFERENCES, ParsedMessage, Participant, Role, TextPart, parse_parts, parse_raw, recipient_count,
 };
 
 use crate::store::{BatchOutcome, FolderBatch, Result, Store};

@@ -98,7 +98,8 @@ pub fn parse_parts(header: &[u8], parts: &[TextPart], size: i64, attachments: Ve
     };
     for part in parts {
         let text = decode_part(&parser, part);
-        let slot = if part.subtype.eq_ignore_ascii_case("html") { &mut parsed.body_html } else { &mut parsed.body_text };
+        let slot =
+            if part.subtype.eq_ignore_ascii_case("html") { &mut parsed.body_html } else { &mut parsed.body_text };
         if slot.is_empty() {
             *slot = text;
         } else if !text.is_empty() {
@@ -139,12 +140,9 @@ pub fn parse_raw(raw: &[u8]) -> ParsedMessage {
 
 fn from_headers(message: &Message<'_>) -> ParsedMessage {
     let mut participants = Vec::new();
-    for (role, address) in [
-        (Role::From, message.from()),
-        (Role::To, message.to()),
-        (Role::Cc, message.cc()),
-        (Role::Bcc, message.bcc()),
-    ] {
+    for (role, address) in
+        [(Role::From, message.from()), (Role::To, message.to()), (Role::Cc, message.cc()), (Role::Bcc, message.bcc())]
+    {
         push_participants(&mut participants, role, address);
     }
     let mut references: Vec<String> = ids(message.references());
@@ -157,10 +155,7 @@ fn from_headers(message: &Message<'_>) -> ParsedMessage {
         sent_at: message.date().map(|d| d.to_timestamp().saturating_mul(1000)).unwrap_or(0),
         in_reply_to: ids(message.in_reply_to()).into_iter().next().unwrap_or_default(),
         references,
-        gm_thrid: message
-            .header_raw("X-GM-THRID")
-            .map(|v| v.trim().to_string())
-            .unwrap_or_default(),
+        gm_thrid: message.header_raw("X-GM-THRID").map(|v| v.trim().to_string()).unwrap_or_default(),
         participants,
         ..Default::default()
     }
@@ -179,10 +174,7 @@ fn push_participants(out: &mut Vec<Participant>, role: Role, address: Option<&Ad
 }
 
 fn ids(value: &HeaderValue<'_>) -> Vec<String> {
-    value
-        .as_text_list()
-        .map(|l| l.iter().map(|s| clean_id(s)).filter(|s| !s.is_empty()).collect())
-        .unwrap_or_default()
+    value.as_text_list().map(|l| l.iter().map(|s| clean_id(s)).filter(|s| !s.is_empty()).collect()).unwrap_or_default()
 }
 
 fn clean_id(id: &str) -> String {
@@ -244,7 +236,10 @@ mod tests {
         assert_eq!(p.subject, "Re: quote");
         assert_eq!(p.sent_at, 1_795_255_200_000);
         assert_eq!(p.participants.len(), 3);
-        assert_eq!(p.participants[0], Participant { role: Role::From, address: "ann@example.com".into(), name: "Ann".into() });
+        assert_eq!(
+            p.participants[0],
+            Participant { role: Role::From, address: "ann@example.com".into(), name: "Ann".into() }
+        );
         assert_eq!(p.body_text.trim(), "Hello");
     }
 
@@ -258,8 +253,18 @@ mod tests {
     fn parts_are_decoded_by_their_own_encoding() {
         let header = b"From: a@x.com\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\n\r\n";
         let parts = [
-            TextPart { subtype: "plain".into(), charset: "iso-8859-1".into(), transfer_encoding: "quoted-printable".into(), bytes: b"caf=E9".to_vec() },
-            TextPart { subtype: "html".into(), charset: "utf-8".into(), transfer_encoding: "base64".into(), bytes: b"PGI+aGk8L2I+".to_vec() },
+            TextPart {
+                subtype: "plain".into(),
+                charset: "iso-8859-1".into(),
+                transfer_encoding: "quoted-printable".into(),
+                bytes: b"caf=E9".to_vec(),
+            },
+            TextPart {
+                subtype: "html".into(),
+                charset: "utf-8".into(),
+                transfer_encoding: "base64".into(),
+                bytes: b"PGI+aGk8L2I+".to_vec(),
+            },
         ];
         let p = parse_parts(header, &parts, 42, vec![]);
         assert_eq!(p.subject, "café");

@@ -116,7 +116,8 @@ mod tests {
 
     #[test]
     fn a_linking_message_merges_stored_threads() {
-        let stored = HashMap::from([("a".to_string(), 7), ("b".to_string(), 7), ("c".to_string(), 3), ("d".to_string(), 3)]);
+        let stored =
+            HashMap::from([("a".to_string(), 7), ("b".to_string(), 7), ("c".to_string(), 3), ("d".to_string(), 3)]);
         // C (stored as a reference of D) replies to B: threads 7 and 3 must merge.
         let groups = group(&keys(&[&["c", "b", "a"]]), &stored);
         assert_eq!(groups.len(), 1);

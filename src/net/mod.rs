@@ -36,10 +36,9 @@ impl ConnectError {
 pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let addr = format!("{host}:{port}");
     let attempt = async {
-        let addrs = tokio::net::lookup_host((host, port)).await.map_err(|e| ConnectError::Dns {
-            host: host.to_string(),
-            reason: e.to_string(),
-        })?;
+        let addrs = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| ConnectError::Dns { host: host.to_string(), reason: e.to_string() })?;
         let mut last = None;
         for a in addrs {
             match TcpStream::connect(a).await {
@@ -48,9 +47,7 @@ pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<Tcp
             }
         }
         Err(match last {
-            Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                ConnectError::Refused { addr: addr.clone() }
-            }
+            Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => ConnectError::Refused { addr: addr.clone() },
             Some(e) => ConnectError::Other { addr: addr.clone(), reason: e.to_string() },
             None => ConnectError::Dns { host: host.to_string(), reason: "no addresses".into() },
         })
@@ -58,9 +55,8 @@ pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<Tcp
     let stream = tokio::time::timeout(timeout, attempt)
         .await
         .map_err(|_| ConnectError::Timeout { addr: addr.clone(), secs: timeout.as_secs() })??;
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(Duration::from_secs(60))
-        .with_interval(Duration::from_secs(15));
+    let keepalive =
+        socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)).with_interval(Duration::from_secs(15));
     // Keepalive is an optimisation for dead-peer detection; read timeouts remain the guard.
     if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
         tracing::debug!(error = %e, "could not enable TCP keepalive");

@@ -46,13 +46,11 @@ pub fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
             })?;
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| TlsError::Handshake(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Handshake(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     Ok(TlsConnector::from(Arc::new(config)))
 }
 
@@ -75,25 +73,16 @@ pub fn acceptor(cert_file: &Path, key_file: &Path) -> Result<tokio_rustls::TlsAc
 }
 
 /// Runs the TLS handshake over `stream`, classifying certificate failures.
-pub async fn handshake<S>(
-    connector: &TlsConnector,
-    host: &str,
-    stream: S,
-) -> Result<TlsStream<S>, TlsError>
+pub async fn handshake<S>(connector: &TlsConnector, host: &str, stream: S) -> Result<TlsStream<S>, TlsError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let name = ServerName::try_from(host.to_string())
-        .map_err(|_| TlsError::ServerName(host.to_string()))?;
+    let name = ServerName::try_from(host.to_string()).map_err(|_| TlsError::ServerName(host.to_string()))?;
     connector.connect(name, stream).await.map_err(|e| {
         let certificate = e
             .get_ref()
             .and_then(|inner| inner.downcast_ref::<rustls::Error>())
             .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
-        if certificate {
-            TlsError::Certificate(e.to_string())
-        } else {
-            TlsError::Handshake(e.to_string())
-        }
+        if certificate { TlsError::Certificate(e.to_string()) } else { TlsError::Handshake(e.to_string()) }
     })
 }

@@ -43,14 +43,23 @@ impl SenderContext {
                     .filter(|p| p.exists());
                 let path = credential.unwrap_or_else(|| r.password_file.clone());
                 let password = std::fs::read_to_string(&path).map_err(|e| {
-                    anyhow::anyhow!("smtp_relay.password_file {}: {e} (needed because smtp_relay.username is set)", path.display())
+                    anyhow::anyhow!(
+                        "smtp_relay.password_file {}: {e} (needed because smtp_relay.username is set)",
+                        path.display()
+                    )
                 })?;
-                Some(SmtpAuth::Password { username: r.username.clone(), password: Secret::new(password.trim_end_matches(['\r', '\n'])) })
+                Some(SmtpAuth::Password {
+                    username: r.username.clone(),
+                    password: Secret::new(password.trim_end_matches(['\r', '\n'])),
+                })
             };
             let ca_pem = if r.ca_file.as_os_str().is_empty() {
                 None
             } else {
-                Some(std::fs::read(&r.ca_file).map_err(|e| anyhow::anyhow!("smtp_relay.ca_file {}: {e}", r.ca_file.display()))?)
+                Some(
+                    std::fs::read(&r.ca_file)
+                        .map_err(|e| anyhow::anyhow!("smtp_relay.ca_file {}: {e}", r.ca_file.display()))?,
+                )
             };
             Some(SmtpTarget { host: r.host.clone(), port: r.port, tls: r.tls, ca_pem, auth })
         };
@@ -81,13 +90,16 @@ impl SenderContext {
             Credentials::for_account(&self.store, &self.key, &account).await.map_err(|e| transient(e.to_string()))?;
         let auth = match credentials.current().await.map_err(|e| transient(e.to_string()))? {
             Credential::Password(password) => SmtpAuth::Password { username: account.username.clone(), password },
-            Credential::AccessToken(access_token) => SmtpAuth::Xoauth2 { username: account.username.clone(), access_token },
+            Credential::AccessToken(access_token) => {
+                SmtpAuth::Xoauth2 { username: account.username.clone(), access_token }
+            }
         };
         let tls = match account.smtp_tls {
             TlsMode::Implicit => RelayTls::Implicit,
             TlsMode::Starttls => RelayTls::Starttls,
         };
-        let target = SmtpTarget { host: account.smtp_host.clone(), port: account.smtp_port, tls, ca_pem, auth: Some(auth) };
+        let target =
+            SmtpTarget { host: account.smtp_host.clone(), port: account.smtp_port, tls, ca_pem, auth: Some(auth) };
         Ok((target, Some(credentials)))
     }
 
@@ -99,7 +111,11 @@ impl SenderContext {
 
     /// Delivers through the user's target; an OAuth2 token the server refuses is
     /// refreshed once and the transaction tried again, as the IMAP side does.
-    async fn deliver_for(&self, job: &OutgoingJob, recipients: &[String]) -> Result<super::smtp::Delivery, SmtpFailure> {
+    async fn deliver_for(
+        &self,
+        job: &OutgoingJob,
+        recipients: &[String],
+    ) -> Result<super::smtp::Delivery, SmtpFailure> {
         let timeout = Duration::from_secs(self.outbound.send_timeout_secs);
         let (mut target, credentials) = self.target_for(job.user_id).await?;
         let first = deliver(&target, timeout, &job.envelope_from, recipients, &job.raw).await;
@@ -189,13 +205,18 @@ async fn file_sent_copies(ctx: &SenderContext) -> crate::store::Result<()> {
 }
 
 async fn attempt(ctx: &SenderContext, job: OutgoingJob) {
-    let pending: Vec<String> = job.recipients.iter().filter(|r| r.state == "pending").map(|r| r.address.clone()).collect();
+    let pending: Vec<String> =
+        job.recipients.iter().filter(|r| r.state == "pending").map(|r| r.address.clone()).collect();
     let outcome = ctx.deliver_for(&job, &pending).await;
     let (results, end) = conclude(&job, outcome, &ctx.outbound);
     match &end {
         AttemptEnd::Sent { .. } => tracing::info!(outbox = job.id, attempts = job.attempts, "message sent"),
-        AttemptEnd::Retry { reply, .. } => tracing::warn!(outbox = job.id, attempts = job.attempts, reply = %reply, "send deferred"),
-        AttemptEnd::Failed { reply } => tracing::warn!(outbox = job.id, attempts = job.attempts, reply = %reply, "send failed"),
+        AttemptEnd::Retry { reply, .. } => {
+            tracing::warn!(outbox = job.id, attempts = job.attempts, reply = %reply, "send deferred")
+        }
+        AttemptEnd::Failed { reply } => {
+            tracing::warn!(outbox = job.id, attempts = job.attempts, reply = %reply, "send failed")
+        }
     }
     // A busy store is waited for: an unrecorded success would be sent again.
     let mut tries = 0;
@@ -263,7 +284,11 @@ fn conclude(
             r.state = "refused".into();
             r.reply = format!("gave up after {} attempts: {}", job.attempts, r.reply);
         }
-        if accepted { AttemptEnd::Sent { reply: last_reply } } else { AttemptEnd::Failed { reply: format!("gave up after {} attempts: {last_reply}", job.attempts) } }
+        if accepted {
+            AttemptEnd::Sent { reply: last_reply }
+        } else {
+            AttemptEnd::Failed { reply: format!("gave up after {} attempts: {last_reply}", job.attempts) }
+        }
     } else {
         AttemptEnd::Retry { at: retry_at(policy, u32::try_from(job.attempts - 1).unwrap_or(0)), reply: last_reply }
     };
@@ -273,7 +298,11 @@ fn conclude(
 /// When the next try is due (unix ms) after `failures` earlier failed ones: the outbound
 /// schedule, doubling from `retry_base_secs` up to `retry_max_secs`, jittered.
 fn retry_at(policy: &OutboundConfig, failures: u32) -> i64 {
-    let delay = jittered_backoff(Duration::from_secs(policy.retry_base_secs), Duration::from_secs(policy.retry_max_secs), failures);
+    let delay = jittered_backoff(
+        Duration::from_secs(policy.retry_base_secs),
+        Duration::from_secs(policy.retry_max_secs),
+        failures,
+    );
     now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
 }
 

@@ -137,7 +137,10 @@ async fn open(target: &SmtpTarget, timeout: Duration) -> Result<AsyncSmtpConnect
     if target.tls == RelayTls::Starttls {
         if !conn.can_starttls() {
             conn.abort().await;
-            return Err(SmtpFailure::transient(format!("{} does not offer STARTTLS; refusing to send in clear", target.host)));
+            return Err(SmtpFailure::transient(format!(
+                "{} does not offer STARTTLS; refusing to send in clear",
+                target.host
+            )));
         }
         conn.starttls(tls()?, &hello).await?;
     }
@@ -159,9 +162,14 @@ pub async fn probe(target: &SmtpTarget, timeout: Duration) -> Result<String, Smt
         let auth = if target.auth.is_some() { ", authenticated" } else { "" };
         Ok(format!("{}:{} ({tls}{auth})", target.host, target.port))
     };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .unwrap_or_else(|_| Err(SmtpFailure::transient(format!("{}:{} did not answer within {} s", target.host, target.port, timeout.as_secs()))))
+    tokio::time::timeout(timeout, attempt).await.unwrap_or_else(|_| {
+        Err(SmtpFailure::transient(format!(
+            "{}:{} did not answer within {} s",
+            target.host,
+            target.port,
+            timeout.as_secs()
+        )))
+    })
 }
 
 /// A failure during AUTH. A refused XOAUTH2 token comes back as a 334 error challenge,
@@ -194,8 +202,11 @@ async fn exchange(
 ) -> Result<Delivery, SmtpFailure> {
     authenticate(conn, target).await?;
     let address = |a: &str| {
-        a.parse::<lettre::Address>()
-            .map_err(|e| SmtpFailure { permanent: true, reply: format!("`{a}`: {e}"), auth_refused: false })
+        a.parse::<lettre::Address>().map_err(|e| SmtpFailure {
+            permanent: true,
+            reply: format!("`{a}`: {e}"),
+            auth_refused: false,
+        })
     };
     let mut options = Vec::new();
     if !raw.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {

@@ -30,9 +30,7 @@ impl std::str::FromStr for TlsMode {
         match s {
             "implicit" => Ok(TlsMode::Implicit),
             "starttls" => Ok(TlsMode::Starttls),
-            other => Err(StoreError::Invalid(format!(
-                "TLS mode `{other}` is not one of implicit, starttls"
-            ))),
+            other => Err(StoreError::Invalid(format!("TLS mode `{other}` is not one of implicit, starttls"))),
         }
     }
 }
@@ -61,9 +59,7 @@ impl std::str::FromStr for AuthKind {
         match s {
             "password" => Ok(AuthKind::Password),
             "xoauth2" => Ok(AuthKind::Xoauth2),
-            other => Err(StoreError::Invalid(format!(
-                "auth `{other}` is not one of password, xoauth2"
-            ))),
+            other => Err(StoreError::Invalid(format!("auth `{other}` is not one of password, xoauth2"))),
         }
     }
 }
@@ -163,28 +159,22 @@ impl Store {
             .transpose()?;
         let user_id = match user {
             Some((_, user_org)) if user_org != org_id => {
-                return Err(StoreError::Conflict(format!(
-                    "user {} belongs to another organization",
-                    new.email
-                )));
+                return Err(StoreError::Conflict(format!("user {} belongs to another organization", new.email)));
             }
             Some((id, _)) => id,
             None => {
-                sqlx::query_scalar(
-                    "INSERT INTO users (org_id, email, created_at) VALUES ($1, $2, $3) RETURNING id",
-                )
-                .bind(org_id)
-                .bind(&new.email)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?
+                sqlx::query_scalar("INSERT INTO users (org_id, email, created_at) VALUES ($1, $2, $3) RETURNING id")
+                    .bind(org_id)
+                    .bind(&new.email)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?
             }
         };
-        let existing: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM mail_accounts WHERE user_id = $1")
-                .bind(user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM mail_accounts WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?;
         if let Some(existing) = existing {
             return Err(StoreError::Conflict(format!(
                 "user {} already has mail account {existing}; a user has one mail account (remove it first)",
@@ -273,12 +263,14 @@ impl Store {
             .bind(owner)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE mail_accounts SET lease_owner = $1, lease_until = $2 WHERE lease_owner = '' OR lease_until < $3")
-            .bind(owner)
-            .bind(now + lease_ms)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE mail_accounts SET lease_owner = $1, lease_until = $2 WHERE lease_owner = '' OR lease_until < $3",
+        )
+        .bind(owner)
+        .bind(now + lease_ms)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -321,7 +313,13 @@ impl Store {
 
     /// Keeps a refreshed access token (sealed) and, if the provider rotated it, the new
     /// refresh token (sealed).
-    pub async fn save_oauth_tokens(&self, id: i64, access_token: &[u8], expires_at: i64, refresh_token: Option<&[u8]>) -> Result<()> {
+    pub async fn save_oauth_tokens(
+        &self,
+        id: i64,
+        access_token: &[u8],
+        expires_at: i64,
+        refresh_token: Option<&[u8]>,
+    ) -> Result<()> {
         let mut tx = self.write_tx().await?;
         sqlx::query("UPDATE mail_accounts SET access_token = $1, access_token_expires_at = $2 WHERE id = $3")
             .bind(access_token)
@@ -373,10 +371,7 @@ impl Store {
 
     /// Removes the account and everything synced through it; messages stay in the CRM.
     pub async fn remove_account(&self, id: i64) -> Result<()> {
-        let done = sqlx::query("DELETE FROM mail_accounts WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query("DELETE FROM mail_accounts WHERE id = $1").bind(id).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("no mail account with id {id}")));
         }

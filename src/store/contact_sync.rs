@@ -6,8 +6,8 @@
 use serde::{Deserialize, Serialize};
 use sqlx::{Any, Row, Transaction};
 
-use super::drop::user_id;
 use super::crm::{PersonKind, address_keys, address_rows, insert_addresses, queue_relink};
+use super::drop::user_id;
 use super::mail::Value;
 use super::orgs::{Org, lock_org};
 use super::{Result, Store, StoreError, now_ms};
@@ -99,8 +99,11 @@ impl Store {
                 .transpose()?;
         let same_remote = previous.as_ref().is_some_and(|(p, s)| {
             p == provider
-                && serde_json::from_str::<SyncSettings>(s)
-                    .is_ok_and(|old| old.url == settings.url && old.address_book == settings.address_book && old.username == settings.username)
+                && serde_json::from_str::<SyncSettings>(s).is_ok_and(|old| {
+                    old.url == settings.url
+                        && old.address_book == settings.address_book
+                        && old.username == settings.username
+                })
         });
         if !same_remote {
             forget_live_items(&mut tx, user_id).await?;
@@ -153,9 +156,11 @@ impl Store {
                     user: r.try_get(1)?,
                     org_id: r.try_get(2)?,
                     provider: r.try_get(3)?,
-                    settings: serde_json::from_str(&r.try_get::<String, _>(4)?).map_err(|e| parse_err("settings", e))?,
+                    settings: serde_json::from_str(&r.try_get::<String, _>(4)?)
+                        .map_err(|e| parse_err("settings", e))?,
                     sealed_secret: r.try_get(5)?,
-                    direction: serde_json::from_value(serde_json::Value::String(r.try_get(6)?)).map_err(|e| parse_err("direction", e))?,
+                    direction: serde_json::from_value(serde_json::Value::String(r.try_get(6)?))
+                        .map_err(|e| parse_err("direction", e))?,
                     conflict_policy: serde_json::from_value(serde_json::Value::String(r.try_get(7)?))
                         .map_err(|e| parse_err("conflict policy", e))?,
                     interval_secs: r.try_get(8)?,
@@ -174,7 +179,8 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let user_id = user_id(&mut tx, user_email).await?;
         forget_live_items(&mut tx, user_id).await?;
-        let removed = sqlx::query("DELETE FROM contact_sync_configs WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
+        let removed =
+            sqlx::query("DELETE FROM contact_sync_configs WHERE user_id = $1").bind(user_id).execute(&mut *tx).await?;
         if removed.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("no contacts sync configured for {user_email}")));
         }
@@ -203,10 +209,12 @@ impl Store {
 
     /// Asks the daemon to run `user_email`'s sync now.
     pub async fn request_contact_sync(&self, user_email: &str) -> Result<()> {
-        let done = sqlx::query("UPDATE contact_sync_configs SET run_requested = 1 WHERE user_id = (SELECT id FROM users WHERE email = $1)")
-            .bind(user_email)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE contact_sync_configs SET run_requested = 1 WHERE user_id = (SELECT id FROM users WHERE email = $1)",
+        )
+        .bind(user_email)
+        .execute(&self.pool)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("no contacts sync configured for {user_email}")));
         }
@@ -214,7 +222,13 @@ impl Store {
     }
 
     /// Records the end of a run: the new token (kept when `None`), the counts, the error.
-    pub async fn finish_contact_sync(&self, user_id: i64, token: Option<&str>, result: &serde_json::Value, error: &str) -> Result<()> {
+    pub async fn finish_contact_sync(
+        &self,
+        user_id: i64,
+        token: Option<&str>,
+        result: &serde_json::Value,
+        error: &str,
+    ) -> Result<()> {
         sqlx::query(
             "UPDATE contact_sync_configs SET sync_token = COALESCE($1, sync_token), last_sync_at = $2, last_result = $3, \
              last_error = $4, lease_owner = '', lease_until = 0 WHERE user_id = $5",
@@ -267,7 +281,9 @@ impl Store {
         note: &str,
     ) -> Result<()> {
         let (copy, hash) = match synced {
-            Some(fields) => (serde_json::to_string(fields).map_err(|e| StoreError::Invalid(e.to_string()))?, fields.hash()),
+            Some(fields) => {
+                (serde_json::to_string(fields).map_err(|e| StoreError::Invalid(e.to_string()))?, fields.hash())
+            }
             None => ("{}".to_string(), String::new()),
         };
         sqlx::query(
@@ -339,7 +355,8 @@ impl Store {
              WHERE a.entity_kind = 'contact' AND {filter} ORDER BY a.entity_id, a.is_primary DESC, a.id"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(value).fetch_all(&self.pool).await?;
-        let index: std::collections::HashMap<i64, usize> = contacts.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
+        let index: std::collections::HashMap<i64, usize> =
+            contacts.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
         for r in rows {
             let Some(&i) = index.get(&r.try_get::<i64, _>(0)?) else { continue };
             let value: String = r.try_get(2)?;
@@ -352,7 +369,13 @@ impl Store {
     }
 
     /// Creates a contact owned by `user_id` from remote fields, tagged with its source.
-    pub async fn create_synced_contact(&self, user_id: i64, org_id: i64, fields: &ContactFields, source: &str) -> Result<i64> {
+    pub async fn create_synced_contact(
+        &self,
+        user_id: i64,
+        org_id: i64,
+        fields: &ContactFields,
+        source: &str,
+    ) -> Result<i64> {
         let mut tx = self.write_tx().await?;
         let org = Org { id: org_id, settings: lock_org(&mut tx, org_id).await? };
         let now = now_ms();
@@ -385,15 +408,17 @@ impl Store {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("no contact with id {contact_id}")))?;
         let org = Org { id: org_id, settings: lock_org(&mut tx, org_id).await? };
-        sqlx::query("UPDATE contacts SET name = $1, company = $2, ims = $3, postal_address = $4, updated_at = $5 WHERE id = $6")
-            .bind(&fields.name)
-            .bind(&fields.organization)
-            .bind(json_list(&fields.ims)?)
-            .bind(&fields.address)
-            .bind(now_ms())
-            .bind(contact_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE contacts SET name = $1, company = $2, ims = $3, postal_address = $4, updated_at = $5 WHERE id = $6",
+        )
+        .bind(&fields.name)
+        .bind(&fields.organization)
+        .bind(json_list(&fields.ims)?)
+        .bind(&fields.address)
+        .bind(now_ms())
+        .bind(contact_id)
+        .execute(&mut *tx)
+        .await?;
         replace_addresses(&mut tx, self.backend, &org, contact_id, fields).await?;
         tx.commit().await?;
         Ok(())
@@ -402,12 +427,19 @@ impl Store {
     /// Adds `tag` to a contact's tags (once).
     pub async fn tag_contact(&self, contact_id: i64, tag: &str) -> Result<()> {
         let mut tx = self.write_tx().await?;
-        let tags: Option<String> = sqlx::query_scalar("SELECT tags FROM contacts WHERE id = $1").bind(contact_id).fetch_optional(&mut *tx).await?;
+        let tags: Option<String> = sqlx::query_scalar("SELECT tags FROM contacts WHERE id = $1")
+            .bind(contact_id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(tags) = tags else { return Ok(()) };
         let mut tags: Vec<String> = serde_json::from_str(&tags).unwrap_or_default();
         if !tags.iter().any(|t| t == tag) {
             tags.push(tag.to_string());
-            sqlx::query("UPDATE contacts SET tags = $1 WHERE id = $2").bind(json_list(&tags)?).bind(contact_id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE contacts SET tags = $1 WHERE id = $2")
+                .bind(json_list(&tags)?)
+                .bind(contact_id)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -416,9 +448,19 @@ impl Store {
 
 /// Replaces a contact's email and phone rows with `fields`' (primary first) and queues
 /// relinking when it has emails.
-async fn replace_addresses(tx: &mut Transaction<'_, Any>, backend: super::Backend, org: &Org, id: i64, fields: &ContactFields) -> Result<()> {
-    sqlx::query("DELETE FROM entity_addresses WHERE entity_kind = 'contact' AND entity_id = $1").bind(id).execute(&mut **tx).await?;
-    let person = super::crm::NewPerson { emails: fields.emails.clone(), phones: fields.phones.clone(), ..Default::default() };
+async fn replace_addresses(
+    tx: &mut Transaction<'_, Any>,
+    backend: super::Backend,
+    org: &Org,
+    id: i64,
+    fields: &ContactFields,
+) -> Result<()> {
+    sqlx::query("DELETE FROM entity_addresses WHERE entity_kind = 'contact' AND entity_id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    let person =
+        super::crm::NewPerson { emails: fields.emails.clone(), phones: fields.phones.clone(), ..Default::default() };
     let keys = address_keys(org, &person);
     let rows: Vec<[Value; 7]> = address_rows(org.id, PersonKind::Contact, id, &person, &keys);
     insert_addresses(tx, backend, &rows).await?;

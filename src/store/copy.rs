@@ -84,7 +84,8 @@ impl Store {
             let mut copied = 0u64;
             progress(&table.name, 0, total as u64);
             loop {
-                let rows = sqlx::query(sqlx::AssertSqlSafe(select.clone())).bind(last_rowid).fetch_all(&mut *source).await?;
+                let rows =
+                    sqlx::query(sqlx::AssertSqlSafe(select.clone())).bind(last_rowid).fetch_all(&mut *source).await?;
                 let Some(last) = rows.last() else { break };
                 last_rowid = last.try_get("copy_rowid")?;
                 let mut args = AnyArguments::default();

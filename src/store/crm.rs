@@ -224,7 +224,10 @@ impl Store {
             if other == id {
                 return Ok(person);
             }
-            return Err(StoreError::Conflict(format!("{} {other} already has the address {email}", kind.entity().as_str())));
+            return Err(StoreError::Conflict(format!(
+                "{} {other} already has the address {email}",
+                kind.entity().as_str()
+            )));
         }
         let rules = org.settings.match_rules();
         let primary = i64::from(person.emails.is_empty());
@@ -261,7 +264,8 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let org = ensure_org(&mut tx, &current.org).await?;
         for email in &fields.emails {
-            if let Some((other, _)) = find_by_email(&mut tx, org.id, PersonKind::Contact, std::slice::from_ref(email)).await?
+            if let Some((other, _)) =
+                find_by_email(&mut tx, org.id, PersonKind::Contact, std::slice::from_ref(email)).await?
                 && other != id
             {
                 return Err(StoreError::Conflict(format!("contact {other} already has the address {email}")));
@@ -281,7 +285,10 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("DELETE FROM entity_addresses WHERE entity_kind = 'contact' AND entity_id = $1").bind(id).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM entity_addresses WHERE entity_kind = 'contact' AND entity_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         let keys = address_keys(&org, &fields);
         insert_addresses(&mut tx, self.backend, &address_rows(org.id, PersonKind::Contact, id, &fields, &keys)).await?;
         if !fields.emails.is_empty() {
@@ -382,9 +389,11 @@ impl Store {
                 "FROM contacts p JOIN organizations o ON o.id = p.org_id WHERE p.id = $1"
             ),
         };
-        let row = sqlx::query(sql).bind(id).fetch_optional(&self.pool).await?.ok_or_else(|| {
-            StoreError::NotFound(format!("no {} with id {id}", kind.entity().as_str()))
-        })?;
+        let row = sqlx::query(sql)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("no {} with id {id}", kind.entity().as_str())))?;
         let mut people = vec![person_from_row(kind, &row)?];
         self.attach_addresses(kind, &mut people).await?;
         Ok(people.remove(0))
@@ -412,14 +421,8 @@ impl Store {
                 "WHERE ($1 = '' OR o.name = $1) ORDER BY p.id LIMIT $2 OFFSET $3"
             ),
         };
-        let rows = sqlx::query(sql)
-            .bind(org.unwrap_or(""))
-            .bind(limit)
-            .bind(offset)
-            .fetch_all(&self.pool)
-            .await?;
-        let mut people =
-            rows.iter().map(|r| person_from_row(kind, r)).collect::<Result<Vec<_>>>()?;
+        let rows = sqlx::query(sql).bind(org.unwrap_or("")).bind(limit).bind(offset).fetch_all(&self.pool).await?;
+        let mut people = rows.iter().map(|r| person_from_row(kind, r)).collect::<Result<Vec<_>>>()?;
         self.attach_addresses(kind, &mut people).await?;
         Ok(people)
     }
@@ -484,8 +487,7 @@ impl Store {
                 PersonKind::Lead => "SELECT org_id FROM leads WHERE id = $1",
                 PersonKind::Contact => "SELECT org_id FROM contacts WHERE id = $1",
             };
-            let party_org: Option<i64> =
-                sqlx::query_scalar(sql).bind(party).fetch_optional(&mut *tx).await?;
+            let party_org: Option<i64> = sqlx::query_scalar(sql).bind(party).fetch_optional(&mut *tx).await?;
             if party_org != Some(org_id) {
                 return Err(StoreError::Invalid(format!(
                     "no {} with id {party} in organization {org}",
@@ -517,13 +519,7 @@ impl Store {
         self.list_deals_where(org, None, limit, offset).await
     }
 
-    async fn list_deals_where(
-        &self,
-        org: Option<&str>,
-        id: Option<i64>,
-        limit: i64,
-        offset: i64,
-    ) -> Result<Vec<Deal>> {
+    async fn list_deals_where(&self, org: Option<&str>, id: Option<i64>, limit: i64, offset: i64) -> Result<Vec<Deal>> {
         let rows = sqlx::query(concat!(
             "SELECT d.id, o.name AS org, d.title, d.status, d.value_cents, d.created_at ",
             "FROM deals d JOIN organizations o ON o.id = d.org_id ",
@@ -549,8 +545,7 @@ impl Store {
                 created_at: row.try_get("created_at")?,
             });
         }
-        let (Some(first), Some(last)) = (deals.first().map(|d| d.id), deals.last().map(|d| d.id))
-        else {
+        let (Some(first), Some(last)) = (deals.first().map(|d| d.id), deals.last().map(|d| d.id)) else {
             return Ok(deals);
         };
         let parties = sqlx::query(concat!(
@@ -597,7 +592,13 @@ async fn find_by_email(
     Ok(None)
 }
 
-pub(super) async fn insert_person(tx: &mut Transaction<'_, Any>, backend: Backend, org: &Org, kind: PersonKind, new: &NewPerson) -> Result<i64> {
+pub(super) async fn insert_person(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    org: &Org,
+    kind: PersonKind,
+    new: &NewPerson,
+) -> Result<i64> {
     let now = now_ms();
     let id: i64 = match kind {
         PersonKind::Lead => {
@@ -644,20 +645,36 @@ async fn owner_id(tx: &mut Transaction<'_, Any>, email: &str) -> Result<Option<i
     if email.is_empty() {
         return Ok(None);
     }
-    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE email = $1").bind(email).fetch_optional(&mut **tx).await?;
+    let id: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM users WHERE email = $1").bind(email).fetch_optional(&mut **tx).await?;
     id.map(Some).ok_or_else(|| StoreError::Invalid(format!("owner: no user {email}")))
 }
 
 /// Inserts contacts in one statement and their addresses in another. Ids come back
 /// sorted: both databases number the rows of one multi-row INSERT in VALUES order, while
 /// the order of RETURNING itself is not promised.
-async fn insert_contacts(tx: &mut Transaction<'_, Any>, backend: Backend, org: &Org, rows: &[NewPerson], owner: Option<i64>) -> Result<()> {
+async fn insert_contacts(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    org: &Org,
+    rows: &[NewPerson],
+    owner: Option<i64>,
+) -> Result<()> {
     let now = now_ms();
     let returned = match owner {
         None => {
             let contact_rows: Vec<[Value; 6]> = rows
                 .iter()
-                .map(|r| [Value::Int(org.id), Value::Text(&r.name), Value::Text(&r.company), Value::Text(&r.source), Value::Int(now), Value::Int(now)])
+                .map(|r| {
+                    [
+                        Value::Int(org.id),
+                        Value::Text(&r.name),
+                        Value::Text(&r.company),
+                        Value::Text(&r.source),
+                        Value::Int(now),
+                        Value::Int(now),
+                    ]
+                })
                 .collect();
             let sql = "INSERT INTO contacts (org_id, name, company, source, created_at, updated_at) VALUES ";
             insert_rows(tx, backend, sql, " RETURNING id", &contact_rows).await?
@@ -666,18 +683,17 @@ async fn insert_contacts(tx: &mut Transaction<'_, Any>, backend: Backend, org: &
             let contact_rows: Vec<[Value; 7]> = rows
                 .iter()
                 .map(|r| {
-                    let (name, company, source) = (Value::Text(&r.name), Value::Text(&r.company), Value::Text(&r.source));
+                    let (name, company, source) =
+                        (Value::Text(&r.name), Value::Text(&r.company), Value::Text(&r.source));
                     [Value::Int(org.id), name, company, source, Value::Int(owner), Value::Int(now), Value::Int(now)]
                 })
                 .collect();
-            let sql = "INSERT INTO contacts (org_id, name, company, source, owner_user_id, created_at, updated_at) VALUES ";
+            let sql =
+                "INSERT INTO contacts (org_id, name, company, source, owner_user_id, created_at, updated_at) VALUES ";
             insert_rows(tx, backend, sql, " RETURNING id", &contact_rows).await?
         }
     };
-    let mut ids = returned
-    .iter()
-    .map(|r| r.try_get::<i64, _>("id"))
-    .collect::<Result<Vec<_>, _>>()?;
+    let mut ids = returned.iter().map(|r| r.try_get::<i64, _>("id")).collect::<Result<Vec<_>, _>>()?;
     ids.sort_unstable();
     if ids.len() != rows.len() {
         return Err(StoreError::Invalid("contact insert returned a wrong number of ids".into()));
@@ -699,7 +715,13 @@ pub(super) fn address_keys(org: &Org, new: &NewPerson) -> Vec<String> {
 }
 
 /// `entity_addresses` rows for a person: the first email and the first phone are primary.
-pub(super) fn address_rows<'a>(org_id: i64, kind: PersonKind, id: i64, new: &'a NewPerson, keys: &'a [String]) -> Vec<[Value<'a>; 7]> {
+pub(super) fn address_rows<'a>(
+    org_id: i64,
+    kind: PersonKind,
+    id: i64,
+    new: &'a NewPerson,
+    keys: &'a [String],
+) -> Vec<[Value<'a>; 7]> {
     let emails = new.emails.iter().zip(keys).map(|(e, k)| ("email", e.as_str(), k.as_str()));
     let phones = new.phones.iter().map(|p| ("phone", p.as_str(), p.as_str()));
     let mut seen_kinds: Vec<&str> = Vec::new();
@@ -721,7 +743,11 @@ pub(super) fn address_rows<'a>(org_id: i64, kind: PersonKind, id: i64, new: &'a 
         .collect()
 }
 
-pub(super) async fn insert_addresses(tx: &mut Transaction<'_, Any>, backend: Backend, rows: &[[Value<'_>; 7]]) -> Result<()> {
+pub(super) async fn insert_addresses(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    rows: &[[Value<'_>; 7]],
+) -> Result<()> {
     insert_rows(
         tx,
         backend,
@@ -746,9 +772,12 @@ pub(super) async fn queue_relink(
     ids: &[i64],
 ) -> Result<()> {
     let now = now_ms();
-    let rows: Vec<[Value; 4]> =
-        ids.iter().map(|id| [Value::Int(org_id), Value::Text(kind.entity().as_str()), Value::Int(*id), Value::Int(now)]).collect();
-    insert_rows(tx, backend, "INSERT INTO relink_jobs (org_id, entity_kind, entity_id, created_at) VALUES ", "", &rows).await?;
+    let rows: Vec<[Value; 4]> = ids
+        .iter()
+        .map(|id| [Value::Int(org_id), Value::Text(kind.entity().as_str()), Value::Int(*id), Value::Int(now)])
+        .collect();
+    insert_rows(tx, backend, "INSERT INTO relink_jobs (org_id, entity_kind, entity_id, created_at) VALUES ", "", &rows)
+        .await?;
     Ok(())
 }
 

@@ -22,7 +22,8 @@ pub struct DropAddress {
 
 fn new_token() -> Result<String> {
     let mut bytes = [0u8; TOKEN_LEN];
-    crate::secrets::random_bytes(&mut bytes).map_err(|e| StoreError::Invalid(format!("no randomness for a token: {e}")))?;
+    crate::secrets::random_bytes(&mut bytes)
+        .map_err(|e| StoreError::Invalid(format!("no randomness for a token: {e}")))?;
     Ok(bytes.iter().map(|b| char::from(TOKEN_ALPHABET[usize::from(b & 31)])).collect())
 }
 
@@ -52,7 +53,11 @@ impl Store {
             .await?;
         tx.commit().await?;
         let token: String = row.try_get("token")?;
-        Ok(DropAddress { user: user_email.to_string(), address: format!("{token}@{domain}"), created_at: row.try_get("created_at")? })
+        Ok(DropAddress {
+            user: user_email.to_string(),
+            address: format!("{token}@{domain}"),
+            created_at: row.try_get("created_at")?,
+        })
     }
 
     /// The user a drop token belongs to, with the addresses they may send from.
@@ -67,8 +72,10 @@ impl Store {
         let Some(row) = row else { return Ok(None) };
         let user_id: i64 = row.try_get(0)?;
         let email: String = row.try_get(1)?;
-        let mut addresses: Vec<String> =
-            sqlx::query_scalar("SELECT address FROM user_addresses WHERE user_id = $1").bind(user_id).fetch_all(&self.pool).await?;
+        let mut addresses: Vec<String> = sqlx::query_scalar("SELECT address FROM user_addresses WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
         addresses.push(email.clone());
         addresses.sort();
         addresses.dedup();
@@ -78,13 +85,24 @@ impl Store {
     /// Stores a dropped message through the ingest pipeline (outgoing mail of the user)
     /// and records its outcome in the same transaction: `imported`, or `duplicate` when
     /// the organization already has it (synced, sent, or dropped before).
-    pub async fn import_dropped(&self, user: &DropUser, receipt: &DropReceipt, message: &ParsedMessage) -> Result<DropOutcome> {
+    pub async fn import_dropped(
+        &self,
+        user: &DropUser,
+        receipt: &DropReceipt,
+        message: &ParsedMessage,
+    ) -> Result<DropOutcome> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
-        let source = MessageSource { org_id: user.org_id, org_name: user.org_name.clone(), kind: "bcc_drop", outgoing: true };
+        let source =
+            MessageSource { org_id: user.org_id, org_name: user.org_name.clone(), kind: "bcc_drop", outgoing: true };
         let (ids, new_ids) = store_messages(&mut tx, self.backend, &source, &[message], now).await?;
-        let id = *ids.first().ok_or_else(|| StoreError::Invalid("storing the dropped message returned no id".into()))?;
-        let outcome = if new_ids.contains(&id) { DropOutcome::Imported { message: id } } else { DropOutcome::Duplicate { message: id } };
+        let id =
+            *ids.first().ok_or_else(|| StoreError::Invalid("storing the dropped message returned no id".into()))?;
+        let outcome = if new_ids.contains(&id) {
+            DropOutcome::Imported { message: id }
+        } else {
+            DropOutcome::Duplicate { message: id }
+        };
         insert_delivery(&mut tx, user.user_id, receipt, &outcome, now).await?;
         tx.commit().await?;
         Ok(outcome)
@@ -110,8 +128,10 @@ impl Store {
             .bind(&address)
             .execute(&mut *tx)
             .await?;
-        let mut all: Vec<String> =
-            sqlx::query_scalar("SELECT address FROM user_addresses WHERE user_id = $1").bind(user_id).fetch_all(&mut *tx).await?;
+        let mut all: Vec<String> = sqlx::query_scalar("SELECT address FROM user_addresses WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_all(&mut *tx)
+            .await?;
         tx.commit().await?;
         all.push(user_email.to_string());
         all.sort();
@@ -120,7 +140,12 @@ impl Store {
     }
 
     /// Recorded drop deliveries, newest first; only `user_email`'s when given.
-    pub async fn drop_deliveries(&self, user_email: Option<&str>, limit: i64, offset: i64) -> Result<Vec<DropDelivery>> {
+    pub async fn drop_deliveries(
+        &self,
+        user_email: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<DropDelivery>> {
         let rows = sqlx::query(
             "SELECT d.id, COALESCE(u.email, ''), d.received_at, d.peer, d.envelope_from, d.header_from, d.message_id, \
              d.size, d.outcome, d.reason, d.stored_message FROM drop_deliveries d LEFT JOIN users u ON u.id = d.user_id \
@@ -160,7 +185,13 @@ pub(super) async fn user_id(tx: &mut Transaction<'_, Any>, email: &str) -> Resul
         .ok_or_else(|| StoreError::NotFound(format!("no user {email}")))
 }
 
-async fn insert_delivery(tx: &mut Transaction<'_, Any>, user_id: i64, receipt: &DropReceipt, outcome: &DropOutcome, now: i64) -> Result<()> {
+async fn insert_delivery(
+    tx: &mut Transaction<'_, Any>,
+    user_id: i64,
+    receipt: &DropReceipt,
+    outcome: &DropOutcome,
+    now: i64,
+) -> Result<()> {
     let (stored, reason) = match outcome {
         DropOutcome::Imported { message } | DropOutcome::Duplicate { message } => (*message, ""),
         DropOutcome::Refused { reason } | DropOutcome::Failed { reason } => (0, reason.as_str()),
@@ -208,12 +239,20 @@ pub struct DropReceipt {
 /// How a dropped message ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DropOutcome {
-    Imported { message: i64 },
-    Duplicate { message: i64 },
+    Imported {
+        message: i64,
+    },
+    Duplicate {
+        message: i64,
+    },
     /// Permanently refused (spoofed, unauthenticated, too many recipients...).
-    Refused { reason: String },
+    Refused {
+        reason: String,
+    },
     /// Could not be processed (store unreachable, DNS failing...); the client retries.
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 impl DropOutcome {

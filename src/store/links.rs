@@ -86,7 +86,12 @@ pub(crate) async fn link_by_address(
 }
 
 /// Links new messages to whatever their thread is associated with (origin `thread`).
-pub(crate) async fn link_to_thread_records(tx: &mut Transaction<'_, Any>, backend: Backend, ids: &[i64], now: i64) -> Result<()> {
+pub(crate) async fn link_to_thread_records(
+    tx: &mut Transaction<'_, Any>,
+    backend: Backend,
+    ids: &[i64],
+    now: i64,
+) -> Result<()> {
     for chunk in ids.chunks(CHUNK) {
         let mut sql = String::from(
             "INSERT INTO message_links (message_id, entity_kind, entity_id, origin, state, created_at, updated_at) \

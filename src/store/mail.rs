@@ -175,15 +175,23 @@ impl Store {
     }
 
     /// Records what the server reports without moving the cursor.
-    pub async fn update_folder_counts(&self, folder_id: i64, server_messages: i64, uidnext: i64, highestmodseq: i64) -> Result<()> {
-        sqlx::query("UPDATE folders SET server_messages = $1, uidnext = $2, highestmodseq = $3, updated_at = $4 WHERE id = $5")
-            .bind(server_messages)
-            .bind(uidnext)
-            .bind(highestmodseq)
-            .bind(now_ms())
-            .bind(folder_id)
-            .execute(&self.pool)
-            .await?;
+    pub async fn update_folder_counts(
+        &self,
+        folder_id: i64,
+        server_messages: i64,
+        uidnext: i64,
+        highestmodseq: i64,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE folders SET server_messages = $1, uidnext = $2, highestmodseq = $3, updated_at = $4 WHERE id = $5",
+        )
+        .bind(server_messages)
+        .bind(uidnext)
+        .bind(highestmodseq)
+        .bind(now_ms())
+        .bind(folder_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -230,15 +238,14 @@ impl Store {
         let now = now_ms();
         let messages: Vec<&ParsedMessage> = batch.messages.iter().map(|(_, m)| m).collect();
         let (ids, new_ids) = store_messages(&mut tx, self.backend, &source, &messages, now).await?;
-        let outcome = BatchOutcome {
-            duplicates: messages.len() - new_ids.len(),
-            new_message_ids: new_ids,
-        };
+        let outcome = BatchOutcome { duplicates: messages.len() - new_ids.len(), new_message_ids: new_ids };
         let locations: Vec<[Value; 4]> = batch
             .messages
             .iter()
             .zip(&ids)
-            .map(|((uid, _), id)| [Value::Int(*id), Value::Int(batch.folder_id), Value::Int(batch.uidvalidity), Value::Int(*uid)])
+            .map(|((uid, _), id)| {
+                [Value::Int(*id), Value::Int(batch.folder_id), Value::Int(batch.uidvalidity), Value::Int(*uid)]
+            })
             .collect();
         let mut added = insert_rows(
             &mut tx,
@@ -299,11 +306,12 @@ impl Store {
     /// How many UIDs of the folder (under `uidvalidity`) the store accounts for:
     /// present messages plus skipped ones. A counter, not a count: constant time.
     pub async fn known_uid_count(&self, folder_id: i64, uidvalidity: i64) -> Result<i64> {
-        let count: Option<i64> = sqlx::query_scalar("SELECT known_uids FROM folders WHERE id = $1 AND uidvalidity = $2")
-            .bind(folder_id)
-            .bind(uidvalidity)
-            .fetch_optional(&self.pool)
-            .await?;
+        let count: Option<i64> =
+            sqlx::query_scalar("SELECT known_uids FROM folders WHERE id = $1 AND uidvalidity = $2")
+                .bind(folder_id)
+                .bind(uidvalidity)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(count.unwrap_or(0))
     }
 
@@ -354,7 +362,13 @@ impl Store {
     }
 
     /// Sets an account's sync state and error (empty class and message clear it).
-    pub async fn set_account_state(&self, account_id: i64, state: &str, error_class: &str, error_message: &str) -> Result<()> {
+    pub async fn set_account_state(
+        &self,
+        account_id: i64,
+        state: &str,
+        error_class: &str,
+        error_message: &str,
+    ) -> Result<()> {
         let now = now_ms();
         sqlx::query(concat!(
             "UPDATE mail_accounts SET state = $1, error_class = $2, error_message = $3, ",
@@ -410,7 +424,13 @@ impl Store {
     }
 
     /// Messages actively linked to a lead, contact or deal, newest first.
-    pub async fn list_linked_messages(&self, kind: EntityKind, entity_id: i64, limit: i64, offset: i64) -> Result<Vec<MessageSummary>> {
+    pub async fn list_linked_messages(
+        &self,
+        kind: EntityKind,
+        entity_id: i64,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<MessageSummary>> {
         let ids: Vec<i64> = sqlx::query_scalar(concat!(
             "SELECT m.id FROM messages m JOIN message_links ml ON ml.message_id = m.id ",
             "WHERE ml.entity_kind = $1 AND ml.entity_id = $2 AND ml.state = 'active' ",
@@ -427,11 +447,12 @@ impl Store {
 
     /// A thread: its messages, oldest first, and the records it is associated with.
     pub async fn thread(&self, thread_id: i64) -> Result<ThreadView> {
-        let org: String = sqlx::query_scalar("SELECT o.name FROM threads t JOIN organizations o ON o.id = t.org_id WHERE t.id = $1")
-            .bind(thread_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no thread with id {thread_id}")))?;
+        let org: String =
+            sqlx::query_scalar("SELECT o.name FROM threads t JOIN organizations o ON o.id = t.org_id WHERE t.id = $1")
+                .bind(thread_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("no thread with id {thread_id}")))?;
         let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM messages WHERE thread_id = $1 ORDER BY sent_at, id")
             .bind(thread_id)
             .fetch_all(&self.pool)
@@ -466,7 +487,10 @@ impl Store {
                 }
                 query.fetch_all(&self.pool)
             };
-            for row in run(by_ids("SELECT id, message_id, subject, sent_at, thread_id, source FROM messages WHERE id", "")).await? {
+            for row in
+                run(by_ids("SELECT id, message_id, subject, sent_at, thread_id, source FROM messages WHERE id", ""))
+                    .await?
+            {
                 let id: i64 = row.try_get("id")?;
                 index.insert(id, out.len());
                 out.push(MessageSummary {
@@ -493,7 +517,8 @@ impl Store {
                     out[i].folders.push(row.try_get("role")?);
                 }
             }
-            let people = by_ids("SELECT message_id, role, address FROM participants WHERE message_id", " ORDER BY position");
+            let people =
+                by_ids("SELECT message_id, role, address FROM participants WHERE message_id", " ORDER BY position");
             for row in run(people).await? {
                 let Some(&i) = index.get(&row.try_get::<i64, _>("message_id")?) else { continue };
                 let address: String = row.try_get("address")?;
@@ -711,20 +736,17 @@ async fn insert_messages(
         by_message_id.insert(row.try_get("message_id")?, (row.try_get("id")?, true));
     }
     // Messages the organization already had: one lookup for the whole batch.
-    let missing: Vec<&str> = messages
-        .iter()
-        .filter(|m| !by_message_id.contains_key(&m.message_id))
-        .map(|m| m.message_id.as_str())
-        .collect();
-    for row in fetch_by_org_in(tx, backend, "SELECT id, message_id FROM messages", "message_id", org_id, &missing).await? {
+    let missing: Vec<&str> =
+        messages.iter().filter(|m| !by_message_id.contains_key(&m.message_id)).map(|m| m.message_id.as_str()).collect();
+    for row in
+        fetch_by_org_in(tx, backend, "SELECT id, message_id FROM messages", "message_id", org_id, &missing).await?
+    {
         by_message_id.insert(row.try_get("message_id")?, (row.try_get("id")?, false));
     }
     let mut ids = Vec::with_capacity(messages.len());
     let mut new_ids = Vec::new();
-    let keys: Vec<Vec<String>> = messages
-        .iter()
-        .map(|m| m.participants.iter().map(|p| match_key(&p.address, rules)).collect())
-        .collect();
+    let keys: Vec<Vec<String>> =
+        messages.iter().map(|m| m.participants.iter().map(|p| match_key(&p.address, rules)).collect()).collect();
     let mut participants: Vec<[Value; 6]> = Vec::new();
     let mut attachments: Vec<[Value; 5]> = Vec::new();
     for (m, keys) in messages.iter().zip(&keys) {
@@ -758,7 +780,14 @@ async fn insert_messages(
             ]);
         }
     }
-    insert_rows(tx, backend, "INSERT INTO participants (message_id, role, position, address, name, match_key) VALUES ", "", &participants).await?;
+    insert_rows(
+        tx,
+        backend,
+        "INSERT INTO participants (message_id, role, position, address, name, match_key) VALUES ",
+        "",
+        &participants,
+    )
+    .await?;
     insert_rows(
         tx,
         backend,
@@ -793,11 +822,12 @@ async fn assign_threads(
     let fresh = groups.iter().filter(|g| g.existing.is_empty()).count();
     let rows: Vec<[Value; 2]> = (0..fresh).map(|_| [Value::Int(org_id), Value::Int(now)]).collect();
     // New threads are empty and interchangeable, so the order of RETURNING does not matter.
-    let mut new_ids = insert_rows(tx, backend, "INSERT INTO threads (org_id, created_at) VALUES ", " RETURNING id", &rows)
-        .await?
-        .into_iter()
-        .map(|r| r.try_get::<i64, _>("id"))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut new_ids =
+        insert_rows(tx, backend, "INSERT INTO threads (org_id, created_at) VALUES ", " RETURNING id", &rows)
+            .await?
+            .into_iter()
+            .map(|r| r.try_get::<i64, _>("id"))
+            .collect::<Result<Vec<_>, _>>()?;
     let mut assigned = vec![0i64; messages.len()];
     let mut key_rows: Vec<[Value; 3]> = Vec::new();
     for g in &groups {
@@ -816,8 +846,14 @@ async fn assign_threads(
             }
         }
     }
-    insert_rows(tx, backend, "INSERT INTO thread_refs (org_id, ref, thread_id) VALUES ", " ON CONFLICT (org_id, ref) DO NOTHING", &key_rows)
-        .await?;
+    insert_rows(
+        tx,
+        backend,
+        "INSERT INTO thread_refs (org_id, ref, thread_id) VALUES ",
+        " ON CONFLICT (org_id, ref) DO NOTHING",
+        &key_rows,
+    )
+    .await?;
     Ok(assigned)
 }
 

@@ -9,9 +9,9 @@
 //! these functions and never writes SQL itself.
 
 mod accounts;
-mod crm;
 mod contact_sync;
 mod copy;
+mod crm;
 mod drop;
 mod links;
 mod mail;
@@ -20,15 +20,15 @@ mod outbox;
 mod stats;
 
 pub use accounts::*;
-pub use crm::*;
-pub use copy::{CopySummary, TableCount};
 pub use contact_sync::{ContactSyncConfig, CrmContact, SyncItem, SyncSettings};
+pub use copy::{CopySummary, TableCount};
+pub use crm::*;
 pub use drop::{DropAddress, DropDelivery, DropOutcome, DropReceipt, DropUser};
 pub use links::{LinkChange, LinkRequest, LinkTarget, LinkView, one_entity};
 pub use mail::*;
 pub use orgs::{AutoCreate, OrgSettings};
-pub use stats::{ContactSyncStats, StoreStats};
 pub use outbox::{AttemptEnd, NewOutgoing, OutboxEntry, OutgoingJob, PendingSentCopy, RecipientResult, Sender};
+pub use stats::{ContactSyncStats, StoreStats};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,13 +70,13 @@ impl StoreError {
     /// Worth retrying as is: the database was busy or unreachable for a moment.
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Db(e) => matches!(
-                e,
-                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-            ) || e.as_database_error().is_some_and(|d| {
-                // SQLITE_BUSY / SQLITE_LOCKED; PostgreSQL serialization or deadlock.
-                matches!(d.code().as_deref(), Some("5" | "6" | "40001" | "40P01"))
-            }),
+            StoreError::Db(e) => {
+                matches!(e, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+                    || e.as_database_error().is_some_and(|d| {
+                        // SQLITE_BUSY / SQLITE_LOCKED; PostgreSQL serialization or deadlock.
+                        matches!(d.code().as_deref(), Some("5" | "6" | "40001" | "40P01"))
+                    })
+            }
             StoreError::Connect { .. } => true,
             _ => false,
         }
@@ -104,8 +104,7 @@ impl Store {
     pub async fn connect(url: &str, max_connections: u32, timeout: Duration) -> Result<Store> {
         install_default_drivers();
         let redacted = redact_url(url);
-        let connect_err =
-            |reason: String| StoreError::Connect { url: redacted.clone(), reason };
+        let connect_err = |reason: String| StoreError::Connect { url: redacted.clone(), reason };
         let (backend, url) = if let Some(path) = url.strip_prefix("sqlite:") {
             let path = path.trim_start_matches("//");
             let file = path.split('?').next().unwrap_or_default();
@@ -130,9 +129,7 @@ impl Store {
             Ok(Err(e)) => return Err(connect_err(one_line(&e))),
             Err(_) => return Err(connect_err(format!("no answer within {} s", timeout.as_secs()))),
         }
-        let mut options = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(timeout);
+        let mut options = AnyPoolOptions::new().max_connections(max_connections).acquire_timeout(timeout);
         if backend == Backend::Sqlite {
             options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -234,10 +231,7 @@ impl Store {
 
 /// Milliseconds since the Unix epoch: the store's unit of time.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Removes the password from a database URL so it can be shown.

@@ -83,10 +83,8 @@ pub(super) async fn ensure_org(tx: &mut Transaction<'_, Any>, name: &str) -> Res
         .bind(now_ms())
         .execute(&mut **tx)
         .await?;
-    let row = sqlx::query("SELECT id, settings FROM organizations WHERE name = $1")
-        .bind(name)
-        .fetch_one(&mut **tx)
-        .await?;
+    let row =
+        sqlx::query("SELECT id, settings FROM organizations WHERE name = $1").bind(name).fetch_one(&mut **tx).await?;
     let id = row.try_get("id")?;
     Ok(Org { id, settings: OrgSettings::from_json(id, &row.try_get::<String, _>("settings")?)? })
 }

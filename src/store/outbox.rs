@@ -108,7 +108,12 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("no user {email} with a mail account")))?;
-        Ok(Sender { user_id: row.try_get("id")?, org_id: row.try_get("org_id")?, email: row.try_get("email")?, name: row.try_get("name")? })
+        Ok(Sender {
+            user_id: row.try_get("id")?,
+            org_id: row.try_get("org_id")?,
+            email: row.try_get("email")?,
+            name: row.try_get("name")?,
+        })
     }
 
     /// Message-ID and References of a stored message of the organization, for a reply.
@@ -118,7 +123,9 @@ impl Store {
             .bind(org_id)
             .fetch_optional(&self.pool)
             .await?
-            .ok_or_else(|| StoreError::NotFound(format!("no message with id {message} in the sender's organization")))?;
+            .ok_or_else(|| {
+                StoreError::NotFound(format!("no message with id {message} in the sender's organization"))
+            })?;
         let refs: String = row.try_get("refs")?;
         Ok((row.try_get("message_id")?, refs.split_whitespace().map(String::from).collect()))
     }
@@ -127,10 +134,8 @@ impl Store {
     /// rolling 24-hour quota, or when the record to link is of another organization.
     pub async fn enqueue_outgoing(&self, new: &NewOutgoing, per_user: u32, per_org: u32) -> Result<OutboxEntry> {
         let mut tx = self.write_tx().await?;
-        let org_id: i64 = sqlx::query_scalar("SELECT org_id FROM users WHERE id = $1")
-            .bind(new.user_id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let org_id: i64 =
+            sqlx::query_scalar("SELECT org_id FROM users WHERE id = $1").bind(new.user_id).fetch_one(&mut *tx).await?;
         super::orgs::lock_org(&mut tx, org_id).await?;
         if let Some((kind, id)) = new.link
             && entity_org(&mut tx, kind, id).await? != org_id
@@ -198,7 +203,13 @@ impl Store {
     }
 
     /// The outbox, newest first, optionally of one user and one status.
-    pub async fn list_outbox(&self, user: Option<&str>, status: Option<&str>, limit: i64, offset: i64) -> Result<Vec<OutboxEntry>> {
+    pub async fn list_outbox(
+        &self,
+        user: Option<&str>,
+        status: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<OutboxEntry>> {
         let sql = format!(
             "SELECT {ENTRY_COLUMNS} FROM outbox o JOIN users u ON u.id = o.user_id \
              WHERE ($1 = '' OR u.email = $1) AND ($2 = '' OR o.status = $2) ORDER BY o.id DESC LIMIT $3 OFFSET $4"

@@ -37,32 +37,38 @@ impl Store {
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect::<Result<_>>()?;
-        let contact_syncs = sqlx::query("SELECT user_id, last_sync_at, last_error, last_result FROM contact_sync_configs ORDER BY user_id")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| {
-                let result: serde_json::Value = serde_json::from_str(&r.try_get::<String, _>(3)?).unwrap_or_default();
-                let counts = result
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|(k, v)| v.as_i64().map(|n| (k.clone(), n)))
-                    .collect();
-                Ok(ContactSyncStats {
-                    user_id: r.try_get(0)?,
-                    last_sync_at: r.try_get(1)?,
-                    failing: !r.try_get::<String, _>(2)?.is_empty(),
-                    counts,
-                })
+        let contact_syncs = sqlx::query(
+            "SELECT user_id, last_sync_at, last_error, last_result FROM contact_sync_configs ORDER BY user_id",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| {
+            let result: serde_json::Value = serde_json::from_str(&r.try_get::<String, _>(3)?).unwrap_or_default();
+            let counts = result
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| v.as_i64().map(|n| (k.clone(), n)))
+                .collect();
+            Ok(ContactSyncStats {
+                user_id: r.try_get(0)?,
+                last_sync_at: r.try_get(1)?,
+                failing: !r.try_get::<String, _>(2)?.is_empty(),
+                counts,
             })
-            .collect::<Result<_>>()?;
+        })
+        .collect::<Result<_>>()?;
         Ok(StoreStats {
             account_states,
-            messages_by_source: grouped("SELECT source, COUNT(*) FROM messages GROUP BY source ORDER BY source").await?,
+            messages_by_source: grouped("SELECT source, COUNT(*) FROM messages GROUP BY source ORDER BY source")
+                .await?,
             skipped: sqlx::query_scalar("SELECT COUNT(*) FROM skipped").fetch_one(&self.pool).await?,
             outbox_by_status: grouped("SELECT status, COUNT(*) FROM outbox GROUP BY status ORDER BY status").await?,
-            drops_by_outcome: grouped("SELECT outcome, COUNT(*) FROM drop_deliveries GROUP BY outcome ORDER BY outcome").await?,
+            drops_by_outcome: grouped(
+                "SELECT outcome, COUNT(*) FROM drop_deliveries GROUP BY outcome ORDER BY outcome",
+            )
+            .await?,
             contact_syncs,
         })
     }

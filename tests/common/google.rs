@@ -63,9 +63,11 @@ impl PeopleServer {
             runtime.block_on(async move {
                 let app = Router::new().fallback(handle).with_state(app_state);
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let _ = axum::serve(listener, app).with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                }).await;
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.await;
+                    })
+                    .await;
             });
         });
         PeopleServer { port, state, stop: Some(stop), thread: Some(thread) }
@@ -95,11 +97,24 @@ impl PeopleServer {
 
     /// Live contacts, by resourceName.
     pub fn contacts(&self) -> Vec<Value> {
-        self.state.lock().unwrap().persons.values().filter(|(p, _)| p["metadata"]["deleted"] != true).map(|(p, _)| p.clone()).collect()
+        self.state
+            .lock()
+            .unwrap()
+            .persons
+            .values()
+            .filter(|(p, _)| p["metadata"]["deleted"] != true)
+            .map(|(p, _)| p.clone())
+            .collect()
     }
 
     pub fn group_name_of(&self, resource_name: &str) -> Option<String> {
-        self.state.lock().unwrap().groups.iter().find(|g| g["resourceName"] == resource_name).and_then(|g| g["name"].as_str().map(String::from))
+        self.state
+            .lock()
+            .unwrap()
+            .groups
+            .iter()
+            .find(|g| g["resourceName"] == resource_name)
+            .and_then(|g| g["name"].as_str().map(String::from))
     }
 
     /// Every sync token issued so far expires (as after seven days).
@@ -149,7 +164,8 @@ impl People {
         let version = self.bump();
         let etag = format!("%E{version}");
         person["etag"] = json!(etag);
-        person["metadata"] = json!({"sources": [{"type": "CONTACT", "id": name.trim_start_matches("people/"), "etag": etag}]});
+        person["metadata"] =
+            json!({"sources": [{"type": "CONTACT", "id": name.trim_start_matches("people/"), "etag": etag}]});
         if !person["memberships"].is_array() {
             person["memberships"] = json!([]);
         }
@@ -159,7 +175,8 @@ impl People {
     fn delete(&mut self, name: &str) {
         let version = self.bump();
         if let Some(entry) = self.persons.get_mut(name) {
-            *entry = (json!({"resourceName": name, "etag": format!("%E{version}"), "metadata": {"deleted": true}}), version);
+            *entry =
+                (json!({"resourceName": name, "etag": format!("%E{version}"), "metadata": {"deleted": true}}), version);
         }
     }
 }
@@ -180,24 +197,45 @@ fn query_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn handle(State((state, valid)): State<AppState>, method: Method, uri: Uri, RawQuery(query): RawQuery, headers: HeaderMap, body: String) -> Response {
-    let token = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+async fn handle(
+    State((state, valid)): State<AppState>,
+    method: Method,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
     if !valid(token) {
-        return error(StatusCode::UNAUTHORIZED, "UNAUTHENTICATED", "Request had invalid authentication credentials.", None);
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+            None,
+        );
     }
     let mut p = state.lock().unwrap();
     if p.throttle > 0 {
         p.throttle -= 1;
-        let mut response = error(StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED", "Quota exceeded.", Some("RATE_LIMIT_EXCEEDED"));
+        let mut response =
+            error(StatusCode::TOO_MANY_REQUESTS, "RESOURCE_EXHAUSTED", "Quota exceeded.", Some("RATE_LIMIT_EXCEEDED"));
         response.headers_mut().insert("retry-after", "0".parse().unwrap());
         return response;
     }
     let query = query_pairs(query.as_deref().unwrap_or(""));
     let param = |name: &str| query.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let body: Value = if body.is_empty() { Value::Null } else {
+    let body: Value = if body.is_empty() {
+        Value::Null
+    } else {
         match serde_json::from_str(&body) {
             Ok(v) => v,
-            Err(e) => return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &format!("Invalid JSON payload: {e}"), None),
+            Err(e) => {
+                return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", &format!("Invalid JSON payload: {e}"), None);
+            }
         }
     };
     let path = uri.path();
@@ -209,12 +247,23 @@ async fn handle(State((state, valid)): State<AppState>, method: Method, uri: Uri
             let since = match param("syncToken") {
                 Some(t) => match t.strip_prefix('v').and_then(|v| v.parse::<u64>().ok()) {
                     Some(v) if v >= p.oldest_valid => Some(v),
-                    _ => return error(StatusCode::BAD_REQUEST, "FAILED_PRECONDITION", "Sync token is expired. Clear local cache and retry call without the sync token.", Some("EXPIRED_SYNC_TOKEN")),
+                    _ => {
+                        return error(
+                            StatusCode::BAD_REQUEST,
+                            "FAILED_PRECONDITION",
+                            "Sync token is expired. Clear local cache and retry call without the sync token.",
+                            Some("EXPIRED_SYNC_TOKEN"),
+                        );
+                    }
                 },
                 None => None,
             };
-            let page_size = param("pageSize").and_then(|s| s.parse::<usize>().ok()).filter(|n| (1..=1000).contains(n)).unwrap_or(100);
-            let offset = param("pageToken").and_then(|t| t.strip_prefix('o').and_then(|o| o.parse::<usize>().ok())).unwrap_or(0);
+            let page_size = param("pageSize")
+                .and_then(|s| s.parse::<usize>().ok())
+                .filter(|n| (1..=1000).contains(n))
+                .unwrap_or(100);
+            let offset =
+                param("pageToken").and_then(|t| t.strip_prefix('o').and_then(|o| o.parse::<usize>().ok())).unwrap_or(0);
             let all: Vec<&Value> = p
                 .persons
                 .values()
@@ -234,9 +283,15 @@ async fn handle(State((state, valid)): State<AppState>, method: Method, uri: Uri
             axum::Json(answer).into_response()
         }
         (Method::GET, "/v1/people:batchGet") => {
-            let names: Vec<String> = query.iter().filter(|(k, _)| k == "resourceNames").map(|(_, v)| v.clone()).collect();
+            let names: Vec<String> =
+                query.iter().filter(|(k, _)| k == "resourceNames").map(|(_, v)| v.clone()).collect();
             if names.len() > 200 {
-                return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "Too many resource names (at most 200).", None);
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_ARGUMENT",
+                    "Too many resource names (at most 200).",
+                    None,
+                );
             }
             let responses: Vec<Value> = names
                 .iter()
@@ -252,7 +307,12 @@ async fn handle(State((state, valid)): State<AppState>, method: Method, uri: Uri
                 return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "contacts is required.", None);
             };
             if contacts.len() > 200 || body["readMask"].as_str().is_none() {
-                return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "At most 200 contacts, and a readMask, are required.", None);
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_ARGUMENT",
+                    "At most 200 contacts, and a readMask, are required.",
+                    None,
+                );
             }
             p.writes += 1;
             let created: Vec<Value> = contacts
@@ -266,7 +326,12 @@ async fn handle(State((state, valid)): State<AppState>, method: Method, uri: Uri
         }
         (Method::POST, "/v1/people:batchUpdateContacts") => {
             let (Some(contacts), Some(mask)) = (body["contacts"].as_object(), body["updateMask"].as_str()) else {
-                return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "contacts and updateMask are required.", None);
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "INVALID_ARGUMENT",
+                    "contacts and updateMask are required.",
+                    None,
+                );
             };
             if contacts.len() > 200 {
                 return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "At most 200 contacts.", None);
@@ -275,8 +340,12 @@ async fn handle(State((state, valid)): State<AppState>, method: Method, uri: Uri
             let mask: Vec<&str> = mask.split(',').collect();
             let mut results = serde_json::Map::new();
             for (name, update) in contacts {
-                let Some((current, _)) = p.persons.get(name).filter(|(c, _)| c["metadata"]["deleted"] != true).cloned() else {
-                    results.insert(name.clone(), json!({"httpStatusCode": 404, "status": {"code": 5, "message": "Not found"}}));
+                let Some((current, _)) = p.persons.get(name).filter(|(c, _)| c["metadata"]["deleted"] != true).cloned()
+                else {
+                    results.insert(
+                        name.clone(),
+                        json!({"httpStatusCode": 404, "status": {"code": 5, "message": "Not found"}}),
+                    );
                     continue;
                 };
                 let source_etag = update["metadata"]["sources"][0]["etag"].as_str().or(update["etag"].as_str());
@@ -302,7 +371,9 @@ async fn handle(State((state, valid)): State<AppState>, method: Method, uri: Uri
             p.delete(&name);
             axum::Json(json!({})).into_response()
         }
-        (Method::GET, "/v1/contactGroups") => axum::Json(json!({"contactGroups": p.groups, "totalItems": p.groups.len()})).into_response(),
+        (Method::GET, "/v1/contactGroups") => {
+            axum::Json(json!({"contactGroups": p.groups, "totalItems": p.groups.len()})).into_response()
+        }
         (Method::POST, "/v1/contactGroups") => {
             let Some(name) = body["contactGroup"]["name"].as_str().map(String::from) else {
                 return error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", "contactGroup.name is required.", None);
@@ -322,6 +393,12 @@ async fn handle(State((state, valid)): State<AppState>, method: Method, uri: Uri
 pub fn members<'a>(contacts: &'a [Value], group: &str) -> Vec<&'a Value> {
     contacts
         .iter()
-        .filter(|c| c["memberships"].as_array().into_iter().flatten().any(|m| m["contactGroupMembership"]["contactGroupResourceName"] == group))
+        .filter(|c| {
+            c["memberships"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|m| m["contactGroupMembership"]["contactGroupResourceName"] == group)
+        })
         .collect()
 }

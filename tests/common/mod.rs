@@ -435,10 +435,7 @@ lda_mailbox_autocreate = yes
     /// Files in a user's maildir folder (`""` for INBOX, `".Sent"` for Sent).
     pub fn maildir_count(&self, user: &str, folder: &str) -> usize {
         let base = self.dir.path().join("mail").join(user).join(folder);
-        ["new", "cur"]
-            .iter()
-            .map(|sub| std::fs::read_dir(base.join(sub)).map(|d| d.count()).unwrap_or(0))
-            .sum()
+        ["new", "cur"].iter().map(|sub| std::fs::read_dir(base.join(sub)).map(|d| d.count()).unwrap_or(0)).sum()
     }
 
     /// Writes messages straight into a user's maildir folder (`""` for INBOX, `".Sent"`),
@@ -615,11 +612,8 @@ impl Postfix {
         run(Command::new("chown").arg("postfix").arg(d.join("data")));
         std::fs::copy("/etc/postfix/master.cf", conf.join("master.cf")).expect("copy master.cf");
         let smtp_port = free_port();
-        let transports = relay
-            .iter()
-            .map(|(domain, transport)| format!("{domain}={transport}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let transports =
+            relay.iter().map(|(domain, transport)| format!("{domain}={transport}")).collect::<Vec<_>>().join(", ");
         let domains = relay.iter().map(|(domain, _)| *domain).collect::<Vec<_>>().join(", ");
         let main_cf = format!(
             "compatibility_level = 3.6\n\
@@ -654,9 +648,7 @@ impl Postfix {
             .arg(format!("127.0.0.1:{smtp_port}/inet = 127.0.0.1:{smtp_port} inet n - n - - smtpd")));
         run(Command::new("postfix").args(["-c", &c, "start"]));
         let log = d.join("maillog");
-        poll(START_DEADLINE, "postfix smtpd", || {
-            TcpStream::connect(("127.0.0.1", smtp_port)).ok().map(|_| ())
-        });
+        poll(START_DEADLINE, "postfix smtpd", || TcpStream::connect(("127.0.0.1", smtp_port)).ok().map(|_| ()));
         let _ = log;
         Postfix { dir, smtp_port }
     }
@@ -859,9 +851,13 @@ impl Drop for TestDb {
 }
 
 fn psql(sql: &str) {
-    run(Command::new("psql")
-        .arg(format!("{}/postgres", pg_base_url()))
-        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql]));
+    run(Command::new("psql").arg(format!("{}/postgres", pg_base_url())).args([
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-q",
+        "-c",
+        sql,
+    ]));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -906,7 +902,8 @@ pub fn write_config(dir: &Path, db_url: &str, sync_extra: &str) {
 /// Adds `keys` to the `[bcc_drop]` section `write_config` wrote; returns the listener's port.
 pub fn bcc_drop_config(dir: &Path, keys: &str) -> u16 {
     let path = dir.join("mailsync.toml");
-    let config = std::fs::read_to_string(&path).expect("config").replace("[bcc_drop]\n", &format!("[bcc_drop]\n{keys}\n"));
+    let config =
+        std::fs::read_to_string(&path).expect("config").replace("[bcc_drop]\n", &format!("[bcc_drop]\n{keys}\n"));
     std::fs::write(&path, &config).expect("write config");
     bcc_drop_port(&config)
 }
@@ -1009,9 +1006,12 @@ impl Daemon {
 
     /// An authenticated API call; returns status and parsed JSON body (Null when empty).
     pub fn api(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> (u16, serde_json::Value) {
-        let (status, text) = http(self.api_port, method, path, Some(&self.token), body.map(|b| b.to_string()).as_deref())
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let json = if text.is_empty() { serde_json::Value::Null } else {
+        let (status, text) =
+            http(self.api_port, method, path, Some(&self.token), body.map(|b| b.to_string()).as_deref())
+                .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let json = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
         };
         (status, json)
@@ -1031,7 +1031,8 @@ impl Daemon {
 impl Daemon {
     /// The daemon's `/v1/metrics` text.
     pub fn metrics(&self) -> String {
-        let (status, text) = http(self.api_port, "GET", "/v1/metrics", Some(&self.token), None).expect("GET /v1/metrics");
+        let (status, text) =
+            http(self.api_port, "GET", "/v1/metrics", Some(&self.token), None).expect("GET /v1/metrics");
         assert_eq!(status, 200, "{text}");
         text
     }
@@ -1058,7 +1059,13 @@ impl Drop for Daemon {
 }
 
 /// A minimal HTTP/1.1 client: one request per connection.
-pub fn http(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Result<(u16, String), String> {
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");

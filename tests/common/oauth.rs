@@ -47,7 +47,8 @@ impl OAuthServer {
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async move {
-                let app = Router::new().route("/token", post(token)).route("/introspect", post(introspect)).with_state(state);
+                let app =
+                    Router::new().route("/token", post(token)).route("/introspect", post(introspect)).with_state(state);
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 let _ = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
@@ -125,7 +126,10 @@ async fn token(State((grants, lifetime)): State<AppState>, body: String) -> Resp
     }
     let mut g = grants.lock().unwrap();
     let Some(user) = form.get("refresh_token").and_then(|t| g.refresh.get(t)).cloned() else {
-        return json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "invalid_grant", "error_description": "unknown or revoked refresh token"}));
+        return json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": "invalid_grant", "error_description": "unknown or revoked refresh token"}),
+        );
     };
     g.issued += 1;
     g.refreshes += 1;
