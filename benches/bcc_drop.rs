@@ -8,6 +8,8 @@
 //!
 //! `cargo bench --bench bcc_drop [-- --messages 2000 --sessions 16 --backends sqlite,postgres]`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -8,6 +8,8 @@
 //!
 //! `cargo bench --bench contacts [-- --sizes 10000,50000 --backends sqlite,postgres]`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -6,6 +6,8 @@
 //!
 //! `cargo bench --bench linking [-- --contacts 1000,1000000 --messages 20000 --backends sqlite,postgres]`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

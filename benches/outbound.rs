@@ -7,6 +7,8 @@
 //!
 //! `cargo bench --bench outbound [-- --messages 2000 --backends sqlite,postgres]`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

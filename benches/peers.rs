@@ -10,6 +10,8 @@
 //! Run with `bench/run` (installs the peers) or `cargo bench --bench peers -- --help`.
 //! Writes `bench/results/latest.json` and `bench/results/latest.png`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod corpus;

@@ -14,7 +14,7 @@ use crate::store::{AuthKind, NewAccount, NewPerson, StoreError, TlsMode, default
 /// Sealing purpose of account passwords; see [`MasterKey::seal`].
 pub const PASSWORD_PURPOSE: &str = "mail-account-password";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountInput {
     #[serde(default = "default_org")]
@@ -33,6 +33,7 @@ pub struct AccountInput {
     pub auth: AuthKind,
     /// For `auth = password`.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<Secret>,
     /// For `auth = xoauth2`.
     #[serde(default)]
@@ -53,7 +54,7 @@ pub struct AccountInput {
 }
 
 /// The OAuth2 grant of an XOAUTH2 account (Gmail, Microsoft 365, or any RFC 6749 server).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthInput {
     pub provider: Provider,
@@ -63,7 +64,9 @@ pub struct OAuthInput {
     pub client_id: String,
     /// Absent for public clients.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password)]
     pub client_secret: Option<Secret>,
+    #[schema(value_type = String, format = Password)]
     pub refresh_token: Secret,
 }
 

@@ -17,7 +17,7 @@ use crate::imap::{ErrorClass, SyncError};
 use crate::secrets::MasterKey;
 use crate::store::{Store, TlsMode};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Step {
     pub step: &'static str,
     pub ok: bool,
@@ -26,7 +26,7 @@ pub struct Step {
     pub fix: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CheckReport {
     pub account: i64,
     pub email: String,

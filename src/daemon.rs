@@ -21,11 +21,23 @@ use crate::systemd;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Connects to the configured database and applies pending migrations.
-pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let db = &config.database;
-    let store = Store::connect(&db.url, db.max_connections, Duration::from_secs(db.connect_timeout_secs)).await?;
+/// Opens the store and brings its schema up to date: for `run` and `migrate` only.
+pub async fn open_and_migrate_store(config: &Config) -> anyhow::Result<Store> {
+    let store = connect_store(config).await?;
     store.migrate().await?;
     Ok(store)
+}
+
+/// Opens the store for a CLI command: refuses a schema older or newer than this binary.
+pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    let store = connect_store(config).await?;
+    store.check_schema().await?;
+    Ok(store)
+}
+
+async fn connect_store(config: &Config) -> anyhow::Result<Store> {
+    let db = &config.database;
+    Ok(Store::connect(&db.url, db.max_connections, Duration::from_secs(db.connect_timeout_secs)).await?)
 }
 
 /// `config_path` is where the configuration came from, read again on SIGHUP.
@@ -34,7 +46,7 @@ pub async fn run(mut config: Config, config_path: Option<std::path::PathBuf>) ->
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut hangup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
 
-    let store = open_store(&config).await?;
+    let store = open_and_migrate_store(&config).await?;
     let key = Arc::new(MasterKey::load_or_create(&config.secrets.key_file)?);
     let tokens = Arc::new(api::load_tokens(&config.api.token_file)?);
     let listener = TcpListener::bind(config.api.listen)
@@ -67,8 +79,8 @@ pub async fn run(mut config: Config, config_path: Option<std::path::PathBuf>) ->
         Duration::from_millis(config.sync.account_check_ms),
         stop_rx.clone(),
     ));
-    let app =
-        api::router(AppState { store: store.clone(), key, tokens, relink, outbox, config: shared_config.clone() });
+    let ops = crate::ops::Ops::for_daemon(store.clone(), shared_config.clone(), key, relink, outbox);
+    let app = api::router(AppState { ops, tokens });
     let mut api_stop = stop_rx.clone();
     let api_task = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -16,6 +16,7 @@ pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod oauth;
+pub mod ops;
 pub mod outbound;
 pub mod progress;
 pub mod relinker;

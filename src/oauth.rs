@@ -23,7 +23,7 @@ pub const CLIENT_SECRET_PURPOSE: &str = "oauth-client-secret";
 const EXPIRY_MARGIN_MS: i64 = 60_000;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     Google,

@@ -5,12 +5,12 @@ use serde::Serialize;
 
 use crate::store::{Result, Store};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Status {
     pub accounts: Vec<AccountStatus>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AccountStatus {
     pub id: i64,
     pub email: String,
@@ -23,7 +23,7 @@ pub struct AccountStatus {
     pub folders: Vec<FolderStatus>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FolderStatus {
     pub role: String,
     pub name: String,

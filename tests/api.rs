@@ -1,5 +1,7 @@
 //! The HTTP API of a running daemon: authentication, error shape, CRUD, OpenAPI coverage.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 mod common;
 
 use common::*;
@@ -105,7 +107,8 @@ fn every_documented_operation_is_routed() {
     let (status, doc) = http(daemon.api_port, "GET", "/v1/openapi.json", None, None).unwrap();
     assert_eq!(status, 200);
     let doc: Value = serde_json::from_str(&doc).unwrap();
-    assert_eq!(doc, serde_json::from_str::<Value>(mailsync::api::OPENAPI).unwrap());
+    // The served document is the one generated from the code.
+    assert_eq!(doc, serde_json::from_str::<Value>(mailsync::api::openapi_json()).unwrap());
     let mut operations = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {

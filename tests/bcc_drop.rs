@@ -2,6 +2,8 @@
 //! and a raw SMTP client as senders, dnsmasq publishing DKIM keys, Dovecot for the
 //! synced Sent folder, both store backends.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

@@ -1,5 +1,7 @@
 //! The `mailsync` binary: daemon lifecycle, CLI commands on both backends, bad input.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 mod common;
 
 use std::process::{Command, Stdio};
@@ -156,7 +158,7 @@ fn bad_input_gives_one_line_errors_and_writes_nothing() {
     assert!(!out.stderr.contains("hunter2"));
 
     // A wrong --password-file path: nothing is created, not even the database.
-    let out = output(ms().args([
+    let out = output(mailsync_unmigrated(d, db.url()).args([
         "account",
         "add",
         "--email",
@@ -238,4 +240,37 @@ fn contact_import_shows_a_progress_bar_on_a_terminal_only() {
     assert!(tty.stdout.contains("\r\x1b[2Kimporting ["), "{:?}", tty.stdout);
     assert!(tty.stdout.contains("100% 2/2"), "{:?}", tty.stdout);
     assert!(tty.stdout.contains("imported 2 contacts"), "{:?}", tty.stdout);
+}
+
+/// Only `run` and `migrate` change the schema: any other command on a store whose schema is
+/// older (pending migrations) or newer (a migration this binary does not know) than the
+/// binary exits non-zero and says what to do, and leaves the schema as it was.
+#[test]
+fn commands_refuse_a_store_whose_schema_differs_from_the_binary() {
+    for db in TestDb::both() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let out = output(mailsync_unmigrated(d, db.url()).args(["contact", "list"]));
+        assert_one_line_error(&out, "run `mailsync migrate`");
+        let out = output(mailsync_unmigrated(d, db.url()).args(["status"]));
+        assert_one_line_error(&out, "migrations pending");
+
+        ok(mailsync_unmigrated(d, db.url()).arg("migrate"));
+        ok(mailsync_unmigrated(d, db.url()).args(["contact", "list"]));
+
+        // A migration from a newer mailsync.
+        tokio::runtime::Runtime::new().unwrap().block_on(async {
+            let store = db.store().await;
+            sqlx::query(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                 VALUES (99990101000000, 'from the future', TRUE, $1, 0)",
+            )
+            .bind(vec![0u8; 48])
+            .execute(store.pool())
+            .await
+            .unwrap();
+        });
+        let out = output(mailsync_unmigrated(d, db.url()).args(["contact", "list"]));
+        assert_one_line_error(&out, "newer than this binary");
+    }
 }

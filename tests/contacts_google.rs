@@ -2,6 +2,8 @@
 //! `tests/common/google.rs` (which follows Google's REST reference) and the local OAuth
 //! server: the scenarios of the CardDAV tests, plus throttling (429) and batching.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 mod common;
 
 use std::path::Path;

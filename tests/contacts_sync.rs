@@ -4,6 +4,8 @@
 //! remote that suddenly lists nothing, and a configuration removed and set again. After
 //! every step a second sync must change nothing on either side.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 mod common;
 
 use std::path::Path;

@@ -1,6 +1,8 @@
 //! The IMAP sync engine against a real Dovecot: folder selection, skipping, push, crash
 //! recovery, reconnects, UIDVALIDITY changes and error classification.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 mod common;
 
 use std::collections::HashSet;

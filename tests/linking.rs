@@ -1,6 +1,8 @@
 //! Linking against a real Dovecot, on SQLite and PostgreSQL: threads, matching by
 //! address, links and sticky unlinks by people, retroactive linking, organization rules.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! Outbound mail through a real Postfix relaying into Dovecot, and through smtp-sink's
 //! fault modes: delivery, Sent copy, linking and threading, retries, crash safety.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 mod common;
 
 use std::time::Duration;

@@ -7,6 +7,8 @@
 //! packages), so everything it creates is removed again except the `mailsync` system
 //! user, which Debian packages keep on purge.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 mod common;
 
 use std::collections::HashMap;

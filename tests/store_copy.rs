@@ -2,6 +2,8 @@
 //! and a daemon on the copy carries on where the SQLite one stopped (cursors, sealed
 //! passwords, links, ids) without fetching the mailbox again.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 mod common;
 
 use common::*;

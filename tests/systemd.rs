@@ -2,6 +2,8 @@
 //! the daemon's sd_notify protocol (READY, WATCHDOG pings, STOPPING) on a socket the test
 //! listens on, as systemd would.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 mod common;
 
 use std::os::unix::net::UnixDatagram;

@@ -1,6 +1,8 @@
 //! XOAUTH2 login against Dovecot's oauth2 passdb, with a local OAuth 2.0 server
 //! (tests/common/oauth.rs) issuing short-lived access tokens.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests may; src/ may not
+
 mod common;
 
 use std::time::Duration;

@@ -1,20 +1,31 @@
-//! Request handlers: decode, call the store, encode. No rules live here.
+//! Request handlers: decode, call one operation, encode. No rules live here; each
+//! handler's `#[utoipa::path]` is its entry in the OpenAPI document.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::{ApiError, AppState};
 use crate::accounts::AccountInput;
+use crate::check::CheckReport;
+use crate::contacts::SyncInput;
+use crate::ops::{
+    AddressInput, ContactsSyncRun, DropQuery, EmailInput, ImportInput, ListQuery, MessagesQuery, OutboxQuery,
+    PasswordInput, UserAddresses,
+};
 use crate::outbound::compose::OutgoingInput;
 use crate::status::Status;
-use crate::store::{LinkRequest, NewDeal, NewPerson, OrgSettings, PersonKind, one_entity};
+use crate::store::{
+    Account, ContactChange, ContactSyncConfig, Deal, DropAddress, DropDelivery, ImportSummary, LinkChange, LinkRequest,
+    MessageSummary, NewDeal, NewPerson, OrgSettings, OutboxEntry, Person, PersonKind, ThreadView,
+};
 
-type ApiResult<T = Response> = Result<T, ApiError>;
+type ApiResult<T> = Result<T, ApiError>;
+type Created<T> = (StatusCode, Json<T>);
 
 fn body<T>(payload: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
     payload.map(|Json(v)| v).map_err(|e| ApiError::bad_request(e.body_text()))
@@ -24,50 +35,31 @@ fn path<T>(path: Result<Path<T>, PathRejection>) -> ApiResult<T> {
     path.map(|Path(v)| v).map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
-fn id(p: Result<Path<i64>, PathRejection>) -> ApiResult<i64> {
-    path(p)
-}
-
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     query.map(|Query(q)| q).map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    #[serde(default)]
-    org: Option<String>,
-    #[serde(default = "default_limit")]
-    limit: i64,
-    #[serde(default)]
-    offset: i64,
+fn created<T>(value: T) -> Created<T> {
+    (StatusCode::CREATED, Json(value))
 }
 
-fn default_limit() -> i64 {
-    100
+/// `{"status": "..."}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
 }
 
-/// Every listing pages with `limit` (1 to 1000) and `offset`.
-fn check_page(limit: i64, offset: i64) -> ApiResult<()> {
-    if !(1..=1000).contains(&limit) || offset < 0 {
-        return Err(ApiError::bad_request("limit must be 1 to 1000 and offset at least 0"));
-    }
-    Ok(())
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", security(()), responses((status = 200, body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok".into() })
 }
 
-fn list_query(query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult<ListQuery> {
-    let q = self::query(query)?;
-    check_page(q.limit, q.offset)?;
-    Ok(q)
-}
-
-fn created<T: serde::Serialize>(value: T) -> Response {
-    (StatusCode::CREATED, Json(value)).into_response()
-}
-
+/// Readiness: the store answers.
+#[utoipa::path(get, path = "/readyz", security(()), responses((status = 200, body = Health)))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+    match state.ops.store().ping().await {
+        Ok(()) => Json(Health { status: "ready".into() }).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: store unreachable");
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "store unreachable").into_response()
@@ -75,354 +67,380 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// This document (OpenAPI 3.1), generated from the code.
+#[utoipa::path(get, path = "/v1/openapi.json", security(()),
+    responses((status = 200, description = "The OpenAPI document", content_type = "application/json", body = Object)))]
+pub async fn openapi() -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], super::openapi_json()).into_response()
+}
+
+/// Every account's state and its folders' progress.
+#[utoipa::path(get, path = "/v1/status", responses((status = 200, body = Status)))]
 pub async fn status(State(state): State<AppState>) -> ApiResult<Json<Status>> {
-    Ok(Json(Status::collect(&state.store).await?))
+    Ok(Json(state.ops.status().await?))
 }
 
-pub async fn list_accounts(State(state): State<AppState>) -> ApiResult {
-    Ok(Json(state.store.list_accounts().await?).into_response())
-}
-
-pub async fn add_account(
-    State(state): State<AppState>,
-    payload: Result<Json<AccountInput>, JsonRejection>,
-) -> ApiResult {
-    let new = body(payload)?.into_new_account(&state.key)?;
-    Ok(created(state.store.add_account(&new).await?))
-}
-
-pub async fn show_account(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
-    Ok(Json(state.store.account(id(path)?).await?).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PasswordInput {
-    password: crate::secrets::Secret,
-}
-
-pub async fn set_account_password(
-    State(state): State<AppState>,
-    path: Result<Path<i64>, PathRejection>,
-    payload: Result<Json<PasswordInput>, JsonRejection>,
-) -> ApiResult {
-    let id = id(path)?;
-    let input = body(payload)?;
-    if input.password.expose().is_empty() {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", "the password is empty"));
-    }
-    let sealed = state
-        .key
-        .seal(crate::accounts::PASSWORD_PURPOSE, &input.password)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    Ok(Json(state.store.set_account_password(id, &sealed).await?).into_response())
-}
-
-pub async fn remove_account(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
-    state.store.remove_account(id(path)?).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-async fn list_people(state: AppState, kind: PersonKind, query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
-    let q = list_query(query)?;
-    Ok(Json(state.store.list_people(kind, q.org.as_deref(), q.limit, q.offset).await?).into_response())
-}
-
-pub async fn list_leads(State(state): State<AppState>, query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
-    list_people(state, PersonKind::Lead, query).await
-}
-
-pub async fn list_contacts(
-    State(state): State<AppState>,
-    query: Result<Query<ListQuery>, QueryRejection>,
-) -> ApiResult {
-    list_people(state, PersonKind::Contact, query).await
-}
-
-pub async fn add_lead(State(state): State<AppState>, payload: Result<Json<NewPerson>, JsonRejection>) -> ApiResult {
-    let lead = state.store.add_person(PersonKind::Lead, body(payload)?).await?;
-    state.relink.notify_one();
-    Ok(created(lead))
-}
-
-pub async fn add_contact(State(state): State<AppState>, payload: Result<Json<NewPerson>, JsonRejection>) -> ApiResult {
-    let contact = state.store.add_person(PersonKind::Contact, body(payload)?).await?;
-    state.relink.notify_one();
-    Ok(created(contact))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EmailInput {
-    email: String,
-}
-
-async fn add_email(
-    state: AppState,
-    kind: PersonKind,
-    path: Result<Path<i64>, PathRejection>,
-    payload: Result<Json<EmailInput>, JsonRejection>,
-) -> ApiResult {
-    let person = state.store.add_person_email(kind, id(path)?, &body(payload)?.email).await?;
-    state.relink.notify_one();
-    Ok(Json(person).into_response())
-}
-
-pub async fn add_lead_email(
-    State(state): State<AppState>,
-    path: Result<Path<i64>, PathRejection>,
-    payload: Result<Json<EmailInput>, JsonRejection>,
-) -> ApiResult {
-    add_email(state, PersonKind::Lead, path, payload).await
-}
-
-pub async fn add_contact_email(
-    State(state): State<AppState>,
-    path: Result<Path<i64>, PathRejection>,
-    payload: Result<Json<EmailInput>, JsonRejection>,
-) -> ApiResult {
-    add_email(state, PersonKind::Contact, path, payload).await
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImportInput {
-    contacts: Vec<NewPerson>,
-}
-
-pub async fn import_contacts(
-    State(state): State<AppState>,
-    payload: Result<Json<ImportInput>, JsonRejection>,
-) -> ApiResult {
-    let summary = state.store.import_contacts(body(payload)?.contacts).await?;
-    state.relink.notify_one();
-    Ok(Json(summary).into_response())
-}
-
-pub async fn show_lead(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
-    Ok(Json(state.store.person(PersonKind::Lead, id(path)?).await?).into_response())
-}
-
-pub async fn show_contact(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
-    Ok(Json(state.store.person(PersonKind::Contact, id(path)?).await?).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MessagesQuery {
-    account: Option<i64>,
-    lead: Option<i64>,
-    contact: Option<i64>,
-    deal: Option<i64>,
-    #[serde(default = "default_limit")]
-    limit: i64,
-    #[serde(default)]
-    offset: i64,
-}
-
-pub async fn list_messages(
-    State(state): State<AppState>,
-    query: Result<Query<MessagesQuery>, QueryRejection>,
-) -> ApiResult {
-    let q = self::query(query)?;
-    check_page(q.limit, q.offset)?;
-    let messages = match (q.account, q.lead, q.contact, q.deal) {
-        (Some(account), None, None, None) => {
-            state.store.account(account).await?;
-            state.store.list_account_messages(account, q.limit, q.offset).await?
-        }
-        (None, lead, contact, deal) if lead.is_some() || contact.is_some() || deal.is_some() => {
-            let (kind, id) = one_entity(lead, contact, deal)?;
-            state.store.list_linked_messages(kind, id, q.limit, q.offset).await?
-        }
-        _ => return Err(ApiError::bad_request("give exactly one of account, lead, contact and deal")),
-    };
-    Ok(Json(messages).into_response())
-}
-
-pub async fn send_message(
-    State(state): State<AppState>,
-    payload: Result<Json<OutgoingInput>, JsonRejection>,
-) -> ApiResult {
-    let entry = crate::outbound::enqueue(&state.store, &body(payload)?, &state.config()).await?;
-    state.outbox.notify_one();
-    Ok((StatusCode::ACCEPTED, Json(entry)).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutboxQuery {
-    user: Option<String>,
-    status: Option<String>,
-    #[serde(default = "default_limit")]
-    limit: i64,
-    #[serde(default)]
-    offset: i64,
-}
-
-pub async fn list_outbox(
-    State(state): State<AppState>,
-    query: Result<Query<OutboxQuery>, QueryRejection>,
-) -> ApiResult {
-    let q = self::query(query)?;
-    check_page(q.limit, q.offset)?;
-    let entries = state.store.list_outbox(q.user.as_deref(), q.status.as_deref(), q.limit, q.offset).await?;
-    Ok(Json(entries).into_response())
-}
-
-pub async fn show_outbox(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
-    Ok(Json(state.store.outbox_entry(id(path)?).await?).into_response())
-}
-
-async fn drop_address(state: AppState, path: Result<Path<String>, PathRejection>, rotate: bool) -> ApiResult {
-    let user = user_path(path)?;
-    Ok(Json(state.store.drop_address(&user, &state.config().bcc_drop.domain, rotate).await?).into_response())
-}
-
-pub async fn show_drop_address(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult {
-    drop_address(state, path, false).await
-}
-
-pub async fn rotate_drop_address(
-    State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-) -> ApiResult {
-    drop_address(state, path, true).await
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DropQuery {
-    user: Option<String>,
-    #[serde(default = "default_limit")]
-    limit: i64,
-    #[serde(default)]
-    offset: i64,
-}
-
-pub async fn list_drop_deliveries(
-    State(state): State<AppState>,
-    query: Result<Query<DropQuery>, QueryRejection>,
-) -> ApiResult {
-    let q = self::query(query)?;
-    check_page(q.limit, q.offset)?;
-    Ok(Json(state.store.drop_deliveries(q.user.as_deref(), q.limit, q.offset).await?).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddressInput {
-    address: String,
-}
-
-pub async fn add_user_address(
-    State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    payload: Result<Json<AddressInput>, JsonRejection>,
-) -> ApiResult {
-    let user = user_path(path)?;
-    let addresses = state.store.add_user_address(&user, &body(payload)?.address).await?;
-    Ok(Json(serde_json::json!({ "user": user, "addresses": addresses })).into_response())
-}
-
-/// Diagnoses an account step by step; 200 with the report whether or not it passed.
-pub async fn check_account(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
-    let report = crate::check::check_account(&state.store, &state.key, &state.config(), id(path)?).await?;
-    Ok(Json(report).into_response())
-}
-
-/// Prometheus text format; behind the bearer token like the rest of /v1.
-pub async fn metrics(State(state): State<AppState>) -> ApiResult {
-    let text = crate::metrics::render(&state.store).await?;
+/// Prometheus metrics (text format).
+#[utoipa::path(get, path = "/v1/metrics",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
+    let text = state.ops.metrics().await?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
+/// Mail accounts.
+#[utoipa::path(get, path = "/v1/accounts", responses((status = 200, body = Vec<Account>)))]
+pub async fn list_accounts(State(state): State<AppState>) -> ApiResult<Json<Vec<Account>>> {
+    Ok(Json(state.ops.list_accounts().await?))
+}
+
+/// Adds a mail account (and its user and organization when new).
+#[utoipa::path(post, path = "/v1/accounts", request_body = AccountInput, responses((status = 201, body = Account)))]
+pub async fn add_account(
+    State(state): State<AppState>,
+    payload: Result<Json<AccountInput>, JsonRejection>,
+) -> ApiResult<Created<Account>> {
+    Ok(created(state.ops.add_account(body(payload)?).await?))
+}
+
+/// One mail account.
+#[utoipa::path(get, path = "/v1/accounts/{id}", params(("id" = i64, Path)), responses((status = 200, body = Account)))]
+pub async fn show_account(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<Json<Account>> {
+    Ok(Json(state.ops.show_account(path(id)?).await?))
+}
+
+/// Removes a mail account; its synced messages stay.
+#[utoipa::path(delete, path = "/v1/accounts/{id}", params(("id" = i64, Path)), responses((status = 204)))]
+pub async fn remove_account(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    state.ops.remove_account(path(id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Replaces a password account's password; its worker restarts with it.
+#[utoipa::path(put, path = "/v1/accounts/{id}/password", params(("id" = i64, Path)), request_body = PasswordInput,
+    responses((status = 200, body = Account)))]
+pub async fn set_account_password(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    payload: Result<Json<PasswordInput>, JsonRejection>,
+) -> ApiResult<Json<Account>> {
+    let id = path(id)?;
+    Ok(Json(state.ops.set_account_password(id, body(payload)?).await?))
+}
+
+/// Diagnoses an account step by step; 200 with the report whether or not it passed.
+#[utoipa::path(post, path = "/v1/accounts/{id}/check", params(("id" = i64, Path)),
+    responses((status = 200, body = CheckReport)))]
+pub async fn check_account(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<Json<CheckReport>> {
+    Ok(Json(state.ops.check_account(path(id)?).await?))
+}
+
+/// Leads, oldest first.
+#[utoipa::path(get, path = "/v1/leads", params(ListQuery), responses((status = 200, body = Vec<Person>)))]
+pub async fn list_leads(
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<Person>>> {
+    Ok(Json(state.ops.list_people(PersonKind::Lead, &query(q)?).await?))
+}
+
+/// Creates a lead; its past mail is linked in the background.
+#[utoipa::path(post, path = "/v1/leads", request_body = NewPerson, responses((status = 201, body = Person)))]
+pub async fn add_lead(
+    State(state): State<AppState>,
+    payload: Result<Json<NewPerson>, JsonRejection>,
+) -> ApiResult<Created<Person>> {
+    Ok(created(state.ops.add_person(PersonKind::Lead, body(payload)?).await?))
+}
+
+/// One lead.
+#[utoipa::path(get, path = "/v1/leads/{id}", params(("id" = i64, Path)), responses((status = 200, body = Person)))]
+pub async fn show_lead(State(state): State<AppState>, id: Result<Path<i64>, PathRejection>) -> ApiResult<Json<Person>> {
+    Ok(Json(state.ops.show_person(PersonKind::Lead, path(id)?).await?))
+}
+
+/// Adds an address to a lead; past mail with it is linked in the background.
+#[utoipa::path(post, path = "/v1/leads/{id}/emails", params(("id" = i64, Path)), request_body = EmailInput,
+    responses((status = 200, body = Person)))]
+pub async fn add_lead_email(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    payload: Result<Json<EmailInput>, JsonRejection>,
+) -> ApiResult<Json<Person>> {
+    let id = path(id)?;
+    Ok(Json(state.ops.add_person_email(PersonKind::Lead, id, body(payload)?).await?))
+}
+
+/// Contacts, oldest first.
+#[utoipa::path(get, path = "/v1/contacts", params(ListQuery), responses((status = 200, body = Vec<Person>)))]
+pub async fn list_contacts(
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<Person>>> {
+    Ok(Json(state.ops.list_people(PersonKind::Contact, &query(q)?).await?))
+}
+
+/// Creates a contact; its past mail is linked in the background.
+#[utoipa::path(post, path = "/v1/contacts", request_body = NewPerson, responses((status = 201, body = Person)))]
+pub async fn add_contact(
+    State(state): State<AppState>,
+    payload: Result<Json<NewPerson>, JsonRejection>,
+) -> ApiResult<Created<Person>> {
+    Ok(created(state.ops.add_person(PersonKind::Contact, body(payload)?).await?))
+}
+
+/// Imports contacts, all or none.
+#[utoipa::path(post, path = "/v1/contacts/import", request_body = ImportInput,
+    responses((status = 200, body = ImportSummary)))]
+pub async fn import_contacts(
+    State(state): State<AppState>,
+    payload: Result<Json<ImportInput>, JsonRejection>,
+) -> ApiResult<Json<ImportSummary>> {
+    Ok(Json(state.ops.import_contacts(body(payload)?, |_, _| {}).await?))
+}
+
+/// One contact.
+#[utoipa::path(get, path = "/v1/contacts/{id}", params(("id" = i64, Path)), responses((status = 200, body = Person)))]
+pub async fn show_contact(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<Json<Person>> {
+    Ok(Json(state.ops.show_person(PersonKind::Contact, path(id)?).await?))
+}
+
+/// Changes a contact; given lists replace the stored ones.
+#[utoipa::path(patch, path = "/v1/contacts/{id}", params(("id" = i64, Path)), request_body = ContactChange,
+    responses((status = 200, body = Person)))]
 pub async fn update_contact(
     State(state): State<AppState>,
-    path: Result<Path<i64>, PathRejection>,
-    payload: Result<Json<crate::store::ContactChange>, JsonRejection>,
-) -> ApiResult {
-    let person = state.store.update_contact(id(path)?, body(payload)?).await?;
-    state.relink.notify_one();
-    Ok(Json(person).into_response())
+    id: Result<Path<i64>, PathRejection>,
+    payload: Result<Json<ContactChange>, JsonRejection>,
+) -> ApiResult<Json<Person>> {
+    let id = path(id)?;
+    Ok(Json(state.ops.update_contact(id, body(payload)?).await?))
 }
 
-pub async fn delete_contact(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
-    state.store.delete_contact(id(path)?).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-fn user_path(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
-    let user = self::path(path)?;
-    crate::address::normalize_email(&user)
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", e.to_string()))
-}
-
-pub async fn set_contacts_sync(
+/// Deletes a contact; its mail stays.
+#[utoipa::path(delete, path = "/v1/contacts/{id}", params(("id" = i64, Path)), responses((status = 204)))]
+pub async fn delete_contact(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    payload: Result<Json<crate::contacts::SyncInput>, JsonRejection>,
-) -> ApiResult {
-    let user = user_path(path)?;
-    let saved = crate::contacts::configure(&state.store, &state.key, &user, body(payload)?).await?;
-    Ok(Json(saved).into_response())
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    state.ops.delete_contact(path(id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn show_contacts_sync(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult {
-    Ok(Json(state.store.contact_sync_config(&user_path(path)?).await?).into_response())
-}
-
-pub async fn remove_contacts_sync(
+/// Adds an address to a contact; past mail with it is linked in the background.
+#[utoipa::path(post, path = "/v1/contacts/{id}/emails", params(("id" = i64, Path)), request_body = EmailInput,
+    responses((status = 200, body = Person)))]
+pub async fn add_contact_email(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-) -> ApiResult {
-    state.store.remove_contact_sync_config(&user_path(path)?).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    id: Result<Path<i64>, PathRejection>,
+    payload: Result<Json<EmailInput>, JsonRejection>,
+) -> ApiResult<Json<Person>> {
+    let id = path(id)?;
+    Ok(Json(state.ops.add_person_email(PersonKind::Contact, id, body(payload)?).await?))
 }
 
-/// Asks the daemon to run the sync now; the outcome shows in the GET.
-pub async fn run_contacts_sync(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult {
-    state.store.request_contact_sync(&user_path(path)?).await?;
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"status": "requested"}))).into_response())
+/// Deals, oldest first.
+#[utoipa::path(get, path = "/v1/deals", params(ListQuery), responses((status = 200, body = Vec<Deal>)))]
+pub async fn list_deals(
+    State(state): State<AppState>,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<Deal>>> {
+    Ok(Json(state.ops.list_deals(&query(q)?).await?))
 }
 
-pub async fn show_thread(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
-    Ok(Json(state.store.thread(id(path)?).await?).into_response())
+/// Creates a deal.
+#[utoipa::path(post, path = "/v1/deals", request_body = NewDeal, responses((status = 201, body = Deal)))]
+pub async fn add_deal(
+    State(state): State<AppState>,
+    payload: Result<Json<NewDeal>, JsonRejection>,
+) -> ApiResult<Created<Deal>> {
+    Ok(created(state.ops.add_deal(body(payload)?).await?))
 }
 
-pub async fn link(State(state): State<AppState>, payload: Result<Json<LinkRequest>, JsonRejection>) -> ApiResult {
-    let (target, kind, id) = body(payload)?.parts()?;
-    Ok(Json(state.store.link(target, kind, id).await?).into_response())
+/// One deal.
+#[utoipa::path(get, path = "/v1/deals/{id}", params(("id" = i64, Path)), responses((status = 200, body = Deal)))]
+pub async fn show_deal(State(state): State<AppState>, id: Result<Path<i64>, PathRejection>) -> ApiResult<Json<Deal>> {
+    Ok(Json(state.ops.show_deal(path(id)?).await?))
 }
 
-pub async fn unlink(State(state): State<AppState>, payload: Result<Json<LinkRequest>, JsonRejection>) -> ApiResult {
-    let (target, kind, id) = body(payload)?.parts()?;
-    Ok(Json(state.store.unlink(target, kind, id).await?).into_response())
+/// Messages of one account, or linked to one lead, contact or deal, newest first.
+#[utoipa::path(get, path = "/v1/messages", params(MessagesQuery), responses((status = 200, body = Vec<MessageSummary>)))]
+pub async fn list_messages(
+    State(state): State<AppState>,
+    q: Result<Query<MessagesQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<MessageSummary>>> {
+    Ok(Json(state.ops.list_messages(&query(q)?).await?))
 }
 
-pub async fn show_org_settings(State(state): State<AppState>, path: Result<Path<String>, PathRejection>) -> ApiResult {
-    Ok(Json(state.store.org_settings(&self::path(path)?).await?).into_response())
+/// Queues a message for sending; the daemon sends, retries, stores and files it.
+#[utoipa::path(post, path = "/v1/messages/send", request_body = OutgoingInput,
+    responses((status = 202, body = OutboxEntry)))]
+pub async fn send_message(
+    State(state): State<AppState>,
+    payload: Result<Json<OutgoingInput>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<OutboxEntry>)> {
+    Ok((StatusCode::ACCEPTED, Json(state.ops.send(&body(payload)?).await?)))
 }
 
+/// Outgoing messages, newest first.
+#[utoipa::path(get, path = "/v1/outbox", params(OutboxQuery), responses((status = 200, body = Vec<OutboxEntry>)))]
+pub async fn list_outbox(
+    State(state): State<AppState>,
+    q: Result<Query<OutboxQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<OutboxEntry>>> {
+    Ok(Json(state.ops.list_outbox(&query(q)?).await?))
+}
+
+/// One outgoing message: status, attempts, per-recipient results.
+#[utoipa::path(get, path = "/v1/outbox/{id}", params(("id" = i64, Path)), responses((status = 200, body = OutboxEntry)))]
+pub async fn show_outbox(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<Json<OutboxEntry>> {
+    Ok(Json(state.ops.show_outbox(path(id)?).await?))
+}
+
+/// A thread: its messages with their links, and the thread's own links.
+#[utoipa::path(get, path = "/v1/threads/{id}", params(("id" = i64, Path)), responses((status = 200, body = ThreadView)))]
+pub async fn show_thread(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<Json<ThreadView>> {
+    Ok(Json(state.ops.show_thread(path(id)?).await?))
+}
+
+/// Links a message or thread to a lead, contact or deal; the thread's later mail follows.
+#[utoipa::path(post, path = "/v1/links", request_body = LinkRequest, responses((status = 200, body = LinkChange)))]
+pub async fn link(
+    State(state): State<AppState>,
+    payload: Result<Json<LinkRequest>, JsonRejection>,
+) -> ApiResult<Json<LinkChange>> {
+    Ok(Json(state.ops.link(&body(payload)?).await?))
+}
+
+/// Unlinks a message or thread; sticky: nothing re-links it automatically.
+#[utoipa::path(post, path = "/v1/unlinks", request_body = LinkRequest, responses((status = 200, body = LinkChange)))]
+pub async fn unlink(
+    State(state): State<AppState>,
+    payload: Result<Json<LinkRequest>, JsonRejection>,
+) -> ApiResult<Json<LinkChange>> {
+    Ok(Json(state.ops.unlink(&body(payload)?).await?))
+}
+
+/// An organization's settings.
+#[utoipa::path(get, path = "/v1/orgs/{name}/settings", params(("name" = String, Path)),
+    responses((status = 200, body = OrgSettings)))]
+pub async fn show_org_settings(
+    State(state): State<AppState>,
+    name: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<OrgSettings>> {
+    Ok(Json(state.ops.show_org_settings(&path(name)?).await?))
+}
+
+/// Replaces an organization's settings (creating it when new).
+#[utoipa::path(put, path = "/v1/orgs/{name}/settings", params(("name" = String, Path)), request_body = OrgSettings,
+    responses((status = 200, body = OrgSettings)))]
 pub async fn set_org_settings(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
+    name: Result<Path<String>, PathRejection>,
     payload: Result<Json<OrgSettings>, JsonRejection>,
-) -> ApiResult {
-    let settings = state.store.set_org_settings(&self::path(path)?, body(payload)?).await?;
-    state.relink.notify_one();
-    Ok(Json(settings).into_response())
+) -> ApiResult<Json<OrgSettings>> {
+    let name = path(name)?;
+    Ok(Json(state.ops.set_org_settings(&name, body(payload)?).await?))
 }
 
-pub async fn list_deals(State(state): State<AppState>, query: Result<Query<ListQuery>, QueryRejection>) -> ApiResult {
-    let q = list_query(query)?;
-    Ok(Json(state.store.list_deals(q.org.as_deref(), q.limit, q.offset).await?).into_response())
+/// A user's BCC-drop address, created on first use.
+#[utoipa::path(get, path = "/v1/users/{email}/bcc-address", params(("email" = String, Path)),
+    responses((status = 200, body = DropAddress)))]
+pub async fn show_drop_address(
+    State(state): State<AppState>,
+    email: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<DropAddress>> {
+    Ok(Json(state.ops.drop_address(&path(email)?, false).await?))
 }
 
-pub async fn add_deal(State(state): State<AppState>, payload: Result<Json<NewDeal>, JsonRejection>) -> ApiResult {
-    Ok(created(state.store.add_deal(body(payload)?).await?))
+/// Replaces a user's BCC-drop token: the old address stops working.
+#[utoipa::path(post, path = "/v1/users/{email}/bcc-address/rotate", params(("email" = String, Path)),
+    responses((status = 200, body = DropAddress)))]
+pub async fn rotate_drop_address(
+    State(state): State<AppState>,
+    email: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<DropAddress>> {
+    Ok(Json(state.ops.drop_address(&path(email)?, true).await?))
 }
 
-pub async fn show_deal(State(state): State<AppState>, path: Result<Path<i64>, PathRejection>) -> ApiResult {
-    Ok(Json(state.store.deal(id(path)?).await?).into_response())
+/// Adds an address a user sends from.
+#[utoipa::path(post, path = "/v1/users/{email}/addresses", params(("email" = String, Path)),
+    request_body = AddressInput, responses((status = 200, body = UserAddresses)))]
+pub async fn add_user_address(
+    State(state): State<AppState>,
+    email: Result<Path<String>, PathRejection>,
+    payload: Result<Json<AddressInput>, JsonRejection>,
+) -> ApiResult<Json<UserAddresses>> {
+    let user = path(email)?;
+    Ok(Json(state.ops.add_user_address(&user, body(payload)?).await?))
+}
+
+/// Messages received by the BCC-drop listener and their outcome, newest first.
+#[utoipa::path(get, path = "/v1/bcc-drops", params(DropQuery), responses((status = 200, body = Vec<DropDelivery>)))]
+pub async fn list_drop_deliveries(
+    State(state): State<AppState>,
+    q: Result<Query<DropQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<DropDelivery>>> {
+    Ok(Json(state.ops.list_drop_deliveries(&query(q)?).await?))
+}
+
+/// A user's contacts sync: settings, last run, counts, error.
+#[utoipa::path(get, path = "/v1/users/{email}/contacts-sync", params(("email" = String, Path)),
+    responses((status = 200, body = ContactSyncConfig)))]
+pub async fn show_contacts_sync(
+    State(state): State<AppState>,
+    email: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<ContactSyncConfig>> {
+    Ok(Json(state.ops.show_contacts_sync(&path(email)?).await?))
+}
+
+/// Sets (or replaces) a user's contacts sync.
+#[utoipa::path(put, path = "/v1/users/{email}/contacts-sync", params(("email" = String, Path)),
+    request_body = SyncInput, responses((status = 200, body = ContactSyncConfig)))]
+pub async fn set_contacts_sync(
+    State(state): State<AppState>,
+    email: Result<Path<String>, PathRejection>,
+    payload: Result<Json<SyncInput>, JsonRejection>,
+) -> ApiResult<Json<ContactSyncConfig>> {
+    let user = path(email)?;
+    Ok(Json(state.ops.set_contacts_sync(&user, body(payload)?).await?))
+}
+
+/// Removes a user's contacts sync; the contacts stay.
+#[utoipa::path(delete, path = "/v1/users/{email}/contacts-sync", params(("email" = String, Path)),
+    responses((status = 204)))]
+pub async fn remove_contacts_sync(
+    State(state): State<AppState>,
+    email: Result<Path<String>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    state.ops.remove_contacts_sync(&path(email)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Asks the daemon to run a user's contacts sync now; the outcome shows in the GET.
+#[utoipa::path(post, path = "/v1/users/{email}/contacts-sync/run", params(("email" = String, Path)),
+    responses((status = 202, body = ContactsSyncRun)))]
+pub async fn request_contacts_sync(
+    State(state): State<AppState>,
+    email: Result<Path<String>, PathRejection>,
+) -> ApiResult<(StatusCode, Json<ContactsSyncRun>)> {
+    Ok((StatusCode::ACCEPTED, Json(state.ops.request_contacts_sync(&path(email)?).await?)))
 }

@@ -1,8 +1,10 @@
 //! HTTP/JSON API: `/healthz`, `/readyz`, and `/v1/...` behind bearer tokens.
 //!
-//! Every error has one shape: `{"error": {"code": "...", "message": "..."}}`, and a bad
-//! request is always a 4xx. The routes are described by `openapi.json` beside this file,
-//! served at `/v1/openapi.json`; a test checks that every documented operation is routed.
+//! Handlers decode, call one [`Ops`] operation and encode; no rule lives here. Every
+//! error has one shape: `{"error": {"code": "...", "message": "..."}}`, and a bad request
+//! is always a 4xx. The OpenAPI document served at `/v1/openapi.json` is generated from
+//! the handlers' `#[utoipa::path]` annotations and the types' schema derives, so a route
+//! cannot exist without its description.
 
 mod auth;
 mod handlers;
@@ -13,82 +15,99 @@ use std::sync::Arc;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{OpenApi as OpenApiDoc, RefOr, ResponseBuilder, content::ContentBuilder};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::secrets::MasterKey;
-use crate::store::{Store, StoreError};
-
-pub const OPENAPI: &str = include_str!("openapi.json");
+use crate::ops::{OpError, Ops};
+use crate::store::StoreError;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
-    pub key: Arc<MasterKey>,
+    pub ops: Ops,
     pub tokens: Arc<Vec<String>>,
-    /// Wakes the relinker after a request queued retroactive linking.
-    pub relink: Arc<tokio::sync::Notify>,
-    /// Wakes the sender after a request queued mail.
-    pub outbox: Arc<tokio::sync::Notify>,
-    /// The running configuration; a reload replaces it.
-    pub config: Arc<std::sync::RwLock<Arc<crate::config::Config>>>,
 }
 
-impl AppState {
-    /// The configuration as of now (a reload may have replaced it since the last call).
-    pub fn config(&self) -> Arc<crate::config::Config> {
-        match self.config.read() {
-            Ok(config) => config.clone(),
-            // A writer panicked mid-swap; the Arc it held is still whole.
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "mailsync API",
+        version = "1",
+        description = "Email sync for CRMs. Every /v1 route except this document needs \
+            `Authorization: Bearer <token>`; errors are {\"error\":{\"code\",\"message\"}}. \
+            Times are unix milliseconds."
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
+/// The routes under `/v1` that need a token, each with its description.
+fn v1_routes() -> OpenApiRouter<AppState> {
+    use handlers::*;
+    OpenApiRouter::new()
+        .routes(routes!(status))
+        .routes(routes!(metrics))
+        .routes(routes!(list_accounts, add_account))
+        .routes(routes!(show_account, remove_account))
+        .routes(routes!(set_account_password))
+        .routes(routes!(check_account))
+        .routes(routes!(list_leads, add_lead))
+        .routes(routes!(show_lead))
+        .routes(routes!(add_lead_email))
+        .routes(routes!(list_contacts, add_contact))
+        .routes(routes!(import_contacts))
+        .routes(routes!(show_contact, update_contact, delete_contact))
+        .routes(routes!(add_contact_email))
+        .routes(routes!(list_deals, add_deal))
+        .routes(routes!(show_deal))
+        .routes(routes!(list_messages))
+        .routes(routes!(send_message))
+        .routes(routes!(list_outbox))
+        .routes(routes!(show_outbox))
+        .routes(routes!(show_thread))
+        .routes(routes!(link))
+        .routes(routes!(unlink))
+        .routes(routes!(show_org_settings, set_org_settings))
+        .routes(routes!(show_drop_address))
+        .routes(routes!(rotate_drop_address))
+        .routes(routes!(add_user_address))
+        .routes(routes!(list_drop_deliveries))
+        .routes(routes!(show_contacts_sync, set_contacts_sync, remove_contacts_sync))
+        .routes(routes!(request_contacts_sync))
+}
+
+/// The routes behind the token, the public ones, and the document describing both.
+fn documented_routes() -> (Router<AppState>, Router<AppState>, OpenApiDoc) {
+    let (v1, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(v1_routes()).split_for_parts();
+    let (public, public_doc) = OpenApiRouter::new()
+        .routes(routes!(handlers::healthz))
+        .routes(routes!(handlers::readyz))
+        .routes(routes!(handlers::openapi))
+        .split_for_parts();
+    doc.merge(public_doc);
+    // After the merge: it gives every operation (public ones too) the error response.
+    ErrorResponses.modify(&mut doc);
+    (v1, public, doc)
+}
+
+/// The OpenAPI document served at `/v1/openapi.json`, generated once.
+pub fn openapi_json() -> &'static str {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DOC.get_or_init(|| {
+        let (_, _, doc) = documented_routes();
+        doc.to_pretty_json().unwrap_or_else(|e| format!("{{\"error\": \"cannot render the document: {e}\"}}"))
+    })
 }
 
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new()
-        .route("/status", get(handlers::status))
-        .route("/accounts", get(handlers::list_accounts).post(handlers::add_account))
-        .route("/accounts/{id}", get(handlers::show_account).delete(handlers::remove_account))
-        .route("/accounts/{id}/password", axum::routing::put(handlers::set_account_password))
-        .route("/accounts/{id}/check", post(handlers::check_account))
-        .route("/leads", get(handlers::list_leads).post(handlers::add_lead))
-        .route("/leads/{id}", get(handlers::show_lead))
-        .route("/leads/{id}/emails", post(handlers::add_lead_email))
-        .route("/contacts", get(handlers::list_contacts).post(handlers::add_contact))
-        .route("/contacts/import", post(handlers::import_contacts))
-        .route(
-            "/contacts/{id}",
-            get(handlers::show_contact).patch(handlers::update_contact).delete(handlers::delete_contact),
-        )
-        .route("/contacts/{id}/emails", post(handlers::add_contact_email))
-        .route("/deals", get(handlers::list_deals).post(handlers::add_deal))
-        .route("/deals/{id}", get(handlers::show_deal))
-        .route("/messages", get(handlers::list_messages))
-        .route("/messages/send", post(handlers::send_message))
-        .route("/outbox", get(handlers::list_outbox))
-        .route("/outbox/{id}", get(handlers::show_outbox))
-        .route("/threads/{id}", get(handlers::show_thread))
-        .route("/users/{email}/bcc-address", get(handlers::show_drop_address))
-        .route("/users/{email}/bcc-address/rotate", post(handlers::rotate_drop_address))
-        .route("/users/{email}/addresses", post(handlers::add_user_address))
-        .route("/bcc-drops", get(handlers::list_drop_deliveries))
-        .route("/metrics", get(handlers::metrics))
-        .route(
-            "/users/{email}/contacts-sync",
-            get(handlers::show_contacts_sync).put(handlers::set_contacts_sync).delete(handlers::remove_contacts_sync),
-        )
-        .route("/users/{email}/contacts-sync/run", post(handlers::run_contacts_sync))
-        .route("/links", post(handlers::link))
-        .route("/unlinks", post(handlers::unlink))
-        .route("/orgs/{name}/settings", get(handlers::show_org_settings).put(handlers::set_org_settings))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/readyz", get(handlers::readyz))
-        .route("/v1/openapi.json", get(openapi))
-        .nest("/v1", v1)
+    let (v1, public, _) = documented_routes();
+    v1.route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token))
+        .merge(public)
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no_route", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
@@ -96,8 +115,49 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn openapi() -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+/// Every operation needs the bearer token unless it says otherwise (`security(())`).
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, doc: &mut OpenApiDoc) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        doc.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new())]);
+    }
+}
+
+/// Every operation can answer with an error in the one error shape.
+struct ErrorResponses;
+
+impl Modify for ErrorResponses {
+    fn modify(&self, doc: &mut OpenApiDoc) {
+        let error = ResponseBuilder::new()
+            .description("An error: a 4xx for a bad request, 401 without a valid token, 503 when the store is down")
+            .content("application/json", ContentBuilder::new().schema(Some(ErrorBody::schema())).build())
+            .build();
+        for item in doc.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch]
+                .into_iter()
+                .flatten()
+            {
+                op.responses.responses.entry("default".into()).or_insert_with(|| RefOr::T(error.clone()));
+            }
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `bad_request`, `not_found`, `invalid`, `conflict`, ...
+    pub code: String,
+    /// For people.
+    pub message: String,
 }
 
 /// An error response with a stable JSON shape.
@@ -139,14 +199,28 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::BadRequest(m) => Self::bad_request(m),
+            OpError::Store(e) => e.into(),
+            OpError::Internal(m) => {
+                tracing::error!(error = %m, "operation failed");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+            }
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = ErrorBody { error: ErrorDetail { code: self.code.into(), message: self.message } };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }

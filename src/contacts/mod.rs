@@ -35,7 +35,7 @@ const LEASE: Duration = Duration::from_secs(30 * 60);
 
 /// A sync configuration as an operator gives it (CLI or API). No `Debug`: it holds the
 /// password.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncInput {
     #[serde(default = "default_provider")]
@@ -265,7 +265,7 @@ pub enum Field {
 }
 
 /// Which side wins a field changed on both sides since the last sync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConflictPolicy {
     CrmWins,
@@ -273,7 +273,7 @@ pub enum ConflictPolicy {
 }
 
 /// Which way changes flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Direction {
     TwoWay,

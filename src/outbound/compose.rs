@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::address::normalize_email;
 
 /// A request to send mail for a user, as the CLI and the API take it.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutgoingInput {
     /// The sending user's email address (their mail account's address).
@@ -40,7 +40,7 @@ pub struct OutgoingInput {
     pub contact: Option<i64>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachmentInput {
     pub filename: String,

@@ -8,7 +8,7 @@ use super::orgs::ensure_org;
 use super::{Result, Store, StoreError, conflict_or, now_ms};
 
 /// How a connection is secured: TLS from the first byte, or STARTTLS on the plain port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     Implicit,
@@ -35,7 +35,7 @@ impl std::str::FromStr for TlsMode {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthKind {
     /// LOGIN/PLAIN with a password (or app password), over TLS only.
@@ -107,7 +107,7 @@ pub struct NewAccount {
 }
 
 /// A mail account as shown to operators. It holds no secret.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Account {
     pub id: i64,
     pub user_id: i64,

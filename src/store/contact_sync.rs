@@ -8,13 +8,13 @@ use sqlx::{Any, Row, Transaction};
 
 use super::crm::{PersonKind, address_keys, address_rows, insert_addresses, queue_relink};
 use super::drop::user_id;
-use super::mail::Value;
+use super::sql::Value;
 use super::orgs::{Org, lock_org};
 use super::{Result, Store, StoreError, now_ms};
 use crate::contacts::{ConflictPolicy, ContactFields, Direction};
 
 /// A user's sync configuration as stored (the secret still sealed).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ContactSyncConfig {
     pub user_id: i64,
     pub user: String,
@@ -30,12 +30,14 @@ pub struct ContactSyncConfig {
     #[serde(skip)]
     pub sync_token: String,
     pub last_sync_at: i64,
+    /// The last run's counts (empty before the first run).
+    #[schema(value_type = Object)]
     pub last_result: serde_json::Value,
     pub last_error: String,
 }
 
 /// Provider settings (the `settings` JSON column).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyncSettings {
     /// CardDAV: the server (root, principal or address-book home URL).

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::any::AnyArguments;
 use sqlx::{Any, Arguments, Row};
 
-use super::{Backend, Result, Store, StoreError};
+use super::{Backend, Result, Store, StoreError, dialect};
 
 /// Rows read and written per statement (fewer for wide tables: PostgreSQL takes at most
 /// 65,535 parameters, and message bodies make rows large).
@@ -54,7 +54,7 @@ impl Store {
     pub async fn copy_into(&self, target: &Store, mut progress: impl FnMut(&str, u64, u64)) -> Result<CopySummary> {
         if self.backend != Backend::Sqlite || target.backend != Backend::Postgres {
             return Err(StoreError::Invalid(
-                "store copy moves a SQLite store to PostgreSQL (between PostgreSQL databases use pg_dump)".into(),
+                "store copy moves a SQLite store to PostgreSQL (between PostgreSQL databases use its dump and restore)".into(),
             ));
         }
         let tables = target_tables(target).await?;
@@ -108,17 +108,14 @@ impl Store {
             }
             if let Some(id) = &table.identity {
                 // The next id PostgreSQL hands out follows the copied ones.
-                let sql = format!(
-                    "SELECT setval(pg_get_serial_sequence('{0}', '{id}'), COALESCE(MAX({id}), 0) + 1, false) FROM {0}",
-                    table.name
-                );
+                let sql = dialect::continue_identity(&table.name, id);
                 sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut *dest).await?;
             }
             summary.tables.push(TableCount { table: table.name.clone(), rows: copied as i64 });
         }
         dest.commit().await?;
         source.rollback().await?;
-        sqlx::query("ANALYZE").execute(&target.pool).await?;
+        sqlx::query(sqlx::AssertSqlSafe(dialect::analyze(""))).execute(&target.pool).await?;
         Ok(summary)
     }
 }
@@ -126,13 +123,7 @@ impl Store {
 /// The target's tables (not sqlx's bookkeeping), parents before the tables that refer to
 /// them, with their columns and identity column.
 async fn target_tables(target: &Store) -> Result<Vec<Table>> {
-    let rows = sqlx::query(concat!(
-        "SELECT table_name::text AS t, column_name::text AS c, data_type::text AS ty, is_identity::text AS ident ",
-        "FROM information_schema.columns WHERE table_schema = current_schema() ",
-        "AND table_name NOT LIKE '\\_sqlx%' ORDER BY table_name, ordinal_position"
-    ))
-    .fetch_all(&target.pool)
-    .await?;
+    let rows = sqlx::query(dialect::POSTGRES_COLUMNS).fetch_all(&target.pool).await?;
     let mut tables: BTreeMap<String, Table> = BTreeMap::new();
     for row in rows {
         let name: String = row.try_get("t")?;
@@ -151,14 +142,7 @@ async fn target_tables(target: &Store) -> Result<Vec<Table>> {
         }
         table.columns.push((column, kind));
     }
-    let edges = sqlx::query(concat!(
-        "SELECT child.relname::text AS child, parent.relname::text AS parent FROM pg_constraint c ",
-        "JOIN pg_class child ON child.oid = c.conrelid JOIN pg_class parent ON parent.oid = c.confrelid ",
-        "JOIN pg_namespace n ON n.oid = child.relnamespace ",
-        "WHERE c.contype = 'f' AND n.nspname = current_schema()"
-    ))
-    .fetch_all(&target.pool)
-    .await?;
+    let edges = sqlx::query(dialect::POSTGRES_FOREIGN_KEYS).fetch_all(&target.pool).await?;
     let mut parents: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for edge in edges {
         let (child, parent): (String, String) = (edge.try_get("child")?, edge.try_get("parent")?);

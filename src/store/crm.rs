@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::mail::{Value, fetch_by_org_in, insert_rows};
+use super::sql::{Value, fetch_by_org_in, insert_rows};
 use super::orgs::{Org, ensure_org, valid_org_name};
 use super::{Backend, Result, Store, StoreError, conflict_or, now_ms};
 use crate::address::{match_key, normalize_email, normalize_phone};
@@ -34,7 +34,7 @@ impl EntityKind {
 }
 
 /// Leads and contacts share their shape; `kind` says which table a person lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PersonKind {
     Lead,
@@ -51,7 +51,7 @@ impl PersonKind {
 }
 
 /// A lead or contact to create. Addresses are normalized by [`NewPerson::validate`].
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPerson {
     #[serde(default = "default_org")]
@@ -112,7 +112,7 @@ impl NewPerson {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Person {
     pub id: i64,
     pub kind: PersonKind,
@@ -136,7 +136,7 @@ pub struct Person {
     pub owner: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDeal {
     #[serde(default = "default_org")]
@@ -158,7 +158,7 @@ fn default_deal_status() -> String {
 
 pub const DEAL_STATUSES: [&str; 3] = ["open", "won", "lost"];
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Deal {
     pub id: i64,
     pub org: String,
@@ -171,7 +171,7 @@ pub struct Deal {
 }
 
 /// A change to a contact; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ContactChange {
     pub name: Option<String>,
@@ -183,7 +183,7 @@ pub struct ContactChange {
 }
 
 /// What a bulk import did.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct ImportSummary {
     pub created: u64,
     /// Rows whose primary email already belongs to a record of that kind.
@@ -371,7 +371,7 @@ impl Store {
             // Fresh statistics now (PostgreSQL's autovacuum would get there later, SQLite
             // never): with stale ones the planner may scan entity_addresses per
             // participant, and matching crawls.
-            sqlx::query("ANALYZE entity_addresses").execute(&self.pool).await?;
+            sqlx::query(sqlx::AssertSqlSafe(super::dialect::analyze("entity_addresses"))).execute(&self.pool).await?;
         }
         Ok(summary)
     }

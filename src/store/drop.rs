@@ -4,7 +4,7 @@
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
-use super::mail::{MessageSource, store_messages};
+use super::ingest::{MessageSource, store_messages};
 use super::{Result, Store, StoreError, conflict_or, now_ms};
 use crate::ingest::ParsedMessage;
 
@@ -13,7 +13,7 @@ use crate::ingest::ParsedMessage;
 const TOKEN_ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
 const TOKEN_LEN: usize = 26;
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct DropAddress {
     pub user: String,
     pub address: String,
@@ -267,7 +267,7 @@ impl DropOutcome {
 }
 
 /// One recorded delivery, as `mailsync bcc-drops` and the API show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DropDelivery {
     pub id: i64,
     pub user: String,

@@ -9,7 +9,6 @@ use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
 use super::crm::{EntityKind, NewPerson, PersonKind, insert_person};
-use super::mail::{placeholder, placeholders};
 use super::orgs::{AutoCreate, Org, lock_org};
 use super::{Backend, Result, Store, StoreError, now_ms};
 use crate::address::domain_of;
@@ -47,15 +46,15 @@ pub(crate) async fn link_by_address(
             "INSERT INTO message_links (message_id, entity_kind, entity_id, origin, state, created_at, updated_at) \
              SELECT DISTINCT p.message_id, ea.entity_kind, ea.entity_id, 'address', 'active', ",
         );
-        let mut n = placeholders(backend, 1, 2, &mut sql);
+        let mut n = backend.placeholders(1, 2, &mut sql);
         sql.push_str(
             " FROM participants p JOIN messages m ON m.id = p.message_id \
              JOIN entity_addresses ea ON ea.org_id = m.org_id AND ea.kind = 'email' AND ea.match_key = p.match_key \
              WHERE (p.role IN (",
         );
-        n = placeholders(backend, n, incoming.len(), &mut sql);
+        n = backend.placeholders(n, incoming.len(), &mut sql);
         sql.push_str(") OR (m.outgoing = 1 AND p.role IN (");
-        n = placeholders(backend, n, outgoing.len(), &mut sql);
+        n = backend.placeholders(n, outgoing.len(), &mut sql);
         sql.push_str(
             "))) AND NOT EXISTS (SELECT 1 FROM user_addresses ua JOIN users u ON u.id = ua.user_id \
              WHERE u.org_id = m.org_id AND ua.address = p.address) \
@@ -64,11 +63,11 @@ pub(crate) async fn link_by_address(
         );
         sql.push_str(scope_sql);
         if kind.is_some() {
-            placeholder(backend, n, &mut sql);
+            backend.placeholder(n, &mut sql);
             n += 1;
             sql.push_str(" AND ea.entity_id IN (");
         }
-        placeholders(backend, n, chunk.len(), &mut sql);
+        backend.placeholders(n, chunk.len(), &mut sql);
         sql.push_str(") ON CONFLICT (message_id, entity_kind, entity_id) DO NOTHING");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(now);
         for role in incoming.iter().chain(outgoing) {
@@ -97,9 +96,9 @@ pub(crate) async fn link_to_thread_records(
             "INSERT INTO message_links (message_id, entity_kind, entity_id, origin, state, created_at, updated_at) \
              SELECT m.id, tl.entity_kind, tl.entity_id, 'thread', 'active', ",
         );
-        let n = placeholders(backend, 1, 2, &mut sql);
+        let n = backend.placeholders(1, 2, &mut sql);
         sql.push_str(" FROM messages m JOIN thread_links tl ON tl.thread_id = m.thread_id AND tl.state = 'active' WHERE m.id IN (");
-        placeholders(backend, n, chunk.len(), &mut sql);
+        backend.placeholders(n, chunk.len(), &mut sql);
         sql.push_str(") ON CONFLICT (message_id, entity_kind, entity_id) DO NOTHING");
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(now);
         for id in chunk {
@@ -177,7 +176,7 @@ pub enum LinkTarget {
 }
 
 /// One link of a message, as listings show it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LinkView {
     pub entity_kind: String,
     pub entity_id: i64,
@@ -188,7 +187,7 @@ pub struct LinkView {
 }
 
 /// What a link or unlink changed.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LinkChange {
     pub thread_id: i64,
     /// Messages whose link to the record was created or changed.
@@ -271,10 +270,7 @@ impl Store {
     /// several daemons at once: linking only inserts what is missing.
     pub async fn run_relink_jobs(&self, max_jobs: i64) -> Result<usize> {
         let mut tx = self.write_tx().await?;
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
+        let lock = self.backend.skip_locked();
         let sql = format!("SELECT id, org_id, entity_kind, entity_id FROM relink_jobs ORDER BY id LIMIT $1{lock}");
         let jobs = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(max_jobs).fetch_all(&mut *tx).await?;
         if jobs.is_empty() {
@@ -308,7 +304,7 @@ impl Store {
         }
         for chunk in job_ids.chunks(CHUNK) {
             let mut sql = String::from("DELETE FROM relink_jobs WHERE id IN (");
-            placeholders(self.backend, 1, chunk.len(), &mut sql);
+            self.backend.placeholders(1, chunk.len(), &mut sql);
             sql.push(')');
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for id in chunk {
@@ -436,13 +432,20 @@ async fn set_thread_link(
 
 /// A link or unlink request as the CLI and the API take it: one message or thread, and
 /// one lead, contact or deal.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema, clap::Args)]
 #[serde(deny_unknown_fields)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["message", "thread"])))]
+#[command(group(clap::ArgGroup::new("record").required(true).args(["lead", "contact", "deal"])))]
 pub struct LinkRequest {
+    #[arg(long)]
     pub message: Option<i64>,
+    #[arg(long)]
     pub thread: Option<i64>,
+    #[arg(long)]
     pub lead: Option<i64>,
+    #[arg(long)]
     pub contact: Option<i64>,
+    #[arg(long)]
     pub deal: Option<i64>,
 }
 

@@ -11,17 +11,21 @@
 mod accounts;
 mod contact_sync;
 mod copy;
+mod dialect;
 mod crm;
 mod drop;
+mod ingest;
 mod links;
 mod mail;
 mod orgs;
 mod outbox;
+mod sql;
 mod stats;
 
 pub use accounts::*;
 pub use contact_sync::{ContactSyncConfig, CrmContact, SyncItem, SyncSettings};
 pub use copy::{CopySummary, TableCount};
+pub use dialect::Backend;
 pub use crm::*;
 pub use drop::{DropAddress, DropDelivery, DropOutcome, DropReceipt, DropUser};
 pub use links::{LinkChange, LinkRequest, LinkTarget, LinkView, one_entity};
@@ -41,11 +45,6 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,6 +52,9 @@ pub enum StoreError {
     Connect { url: String, reason: String },
     #[error("database migration failed: {0}")]
     Migrate(String),
+    /// The store's schema is not the one this binary was built for.
+    #[error("{0}")]
+    Schema(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -133,20 +135,9 @@ impl Store {
         if backend == Backend::Sqlite {
             options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {
-                    // WAL lets the API read while a worker commits; NORMAL is durable in WAL
-                    // mode except for the last transactions on power loss.
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
-                    // Checkpoint every 64 MB of WAL instead of 4 MB: a bulk sync writes
-                    // hundreds of MB, and each checkpoint ends in an fsync.
-                    conn.execute("PRAGMA wal_autocheckpoint = 16384").await?;
-                    // Matching looks up every participant in the address index: with a
-                    // million contacts that index outgrows SQLite's default 2 MB cache.
-                    // Pages come from the OS cache through mmap, and 32 MB stay decoded.
-                    conn.execute("PRAGMA cache_size = -32768").await?;
-                    conn.execute("PRAGMA mmap_size = 268435456").await?;
+                    for statement in dialect::SQLITE_CONNECTION_SETUP {
+                        conn.execute(statement).await?;
+                    }
                     Ok(())
                 })
             });
@@ -155,13 +146,49 @@ impl Store {
         Ok(Store { pool, backend, analyzing: Arc::new(AtomicBool::new(false)) })
     }
 
-    /// Applies pending migrations of this backend's dialect.
-    pub async fn migrate(&self) -> Result<()> {
-        let migrator = match self.backend {
+    fn migrator(&self) -> &'static Migrator {
+        match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
-        };
-        migrator.run(&self.pool).await.map_err(|e| StoreError::Migrate(one_line(&e)))
+        }
+    }
+
+    /// Applies pending migrations of this backend's dialect.
+    pub async fn migrate(&self) -> Result<()> {
+        self.migrator().run(&self.pool).await.map_err(|e| StoreError::Migrate(one_line(&e)))
+    }
+
+    /// Checks that the store's schema is exactly this binary's, without changing it: only
+    /// `run` and `migrate` migrate, so a newer CLI never upgrades a store under an older
+    /// daemon, and an older CLI never writes into a schema it does not know.
+    pub async fn check_schema(&self) -> Result<()> {
+        let known: std::collections::BTreeSet<i64> =
+            self.migrator().iter().filter(|m| m.migration_type.is_up_migration()).map(|m| m.version).collect();
+        let applied: std::collections::BTreeSet<i64> =
+            match sqlx::query_scalar::<_, i64>("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+            {
+                Ok(versions) => versions.into_iter().collect(),
+                // The database refused the query: no migrations table yet, nothing applied.
+                Err(sqlx::Error::Database(_)) => Default::default(),
+                Err(e) => return Err(e.into()),
+            };
+        if let Some(unknown) = applied.difference(&known).last() {
+            return Err(StoreError::Schema(format!(
+                "the store's schema is newer than this binary (migration {unknown} is unknown to it): \
+                 upgrade mailsync to the version the daemon runs"
+            )));
+        }
+        let pending = known.difference(&applied).count();
+        if pending > 0 {
+            return Err(StoreError::Schema(format!(
+                "the store's schema is older than this binary ({pending} of {} migrations pending): \
+                 run `mailsync migrate` (the daemon's `mailsync run` also migrates at start)",
+                known.len()
+            )));
+        }
+        Ok(())
     }
 
     /// A cheap round trip, for readiness checks.
@@ -175,10 +202,7 @@ impl Store {
     /// reads first fails at once with SQLITE_BUSY when another writer got in between,
     /// instead of waiting for the busy timeout.
     pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        })
+        Ok(self.pool.begin_with(self.backend.begin_write()).await?)
     }
 
     /// On PostgreSQL, starts analyzing (beside the caller, which need not wait) the ingest
@@ -187,7 +211,7 @@ impl Store {
     /// doubles these tables every few seconds, and with statistics of a near-empty table
     /// the planner hashed the whole messages table (or worse) for every batch.
     pub(crate) fn refresh_statistics(&self) {
-        if self.backend != Backend::Postgres || self.analyzing.swap(true, Ordering::AcqRel) {
+        if !self.backend.is_postgres() || self.analyzing.swap(true, Ordering::AcqRel) {
             return;
         }
         let store = self.clone();
@@ -200,17 +224,11 @@ impl Store {
     }
 
     async fn analyze_stale_ingest_tables(&self) -> Result<()> {
-        let stale: Vec<String> = sqlx::query_scalar(
-            "SELECT relname::text FROM pg_stat_user_tables WHERE schemaname = current_schema() \
-             AND relname IN ('messages', 'participants', 'thread_refs', 'message_links', 'message_locations') \
-             AND n_mod_since_analyze >= 1000 AND n_mod_since_analyze * 2 >= n_live_tup",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let stale: Vec<String> = sqlx::query_scalar(dialect::STALE_INGEST_TABLES).fetch_all(&self.pool).await?;
         if !stale.is_empty() {
             let tables = stale.join(", ");
             let started = std::time::Instant::now();
-            sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {tables}"))).execute(&self.pool).await?;
+            sqlx::query(sqlx::AssertSqlSafe(dialect::analyze(&tables))).execute(&self.pool).await?;
             tracing::debug!(tables = %tables, elapsed_ms = started.elapsed().as_millis() as u64, "planner statistics refreshed");
         }
         Ok(())

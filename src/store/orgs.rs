@@ -7,7 +7,7 @@ use super::{Result, Store, StoreError, now_ms};
 use crate::address::{MatchRules, match_key, normalize_email};
 
 /// Which unknown correspondents become leads automatically.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AutoCreate {
     /// Nobody (the default).
@@ -21,7 +21,7 @@ pub enum AutoCreate {
 
 /// Per-organization options, kept as JSON in `organizations.settings`. Everything is off
 /// by default; `deny_unknown_fields` makes a typo an error instead of a silent no-op.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgSettings {
     #[serde(default)]

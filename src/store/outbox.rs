@@ -8,7 +8,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::crm::EntityKind;
 use super::links::{entity_org, link_in};
-use super::mail::{MessageSource, store_messages};
+use super::ingest::{MessageSource, store_messages};
 use super::{Backend, Result, Store, StoreError, now_ms};
 use crate::ingest::{Participant, Role, parse_raw};
 
@@ -32,7 +32,7 @@ pub struct Sender {
     pub name: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecipientResult {
     pub address: String,
     /// `pending`, `accepted` or `refused`.
@@ -52,7 +52,7 @@ pub struct PendingSentCopy {
     pub attempts: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OutboxEntry {
     pub id: i64,
     pub user: String,
@@ -230,7 +230,7 @@ impl Store {
     pub async fn claim_outgoing(&self, stale_ms: i64, limit: i64) -> Result<Vec<OutgoingJob>> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
-        let lock = if self.backend == Backend::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let lock = self.backend.skip_locked();
         let sql = format!(
             "SELECT id, user_id, envelope_from, raw, recipient_results, attempts FROM outbox \
              WHERE (status = 'queued' AND next_attempt_at <= $1) OR (status = 'sending' AND updated_at < $2) \

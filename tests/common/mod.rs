@@ -866,8 +866,20 @@ fn psql(sql: &str) {
 pub const BIN: &str = env!("CARGO_BIN_EXE_mailsync");
 
 /// A `mailsync` command with a config file in `dir`, and no `MAILSYNC_*` from our own
-/// environment leaking in. The first call writes the config (see [`write_config`]).
+/// environment leaking in, on a migrated store: the first call writes the config (see
+/// [`write_config`]) if there is none and runs `mailsync migrate` once per directory
+/// (CLI commands other than `run` and `migrate` refuse an unmigrated store).
 pub fn mailsync(dir: &Path, db_url: &str) -> Command {
+    let marker = dir.join(".migrated");
+    if !marker.exists() {
+        ok(mailsync_unmigrated(dir, db_url).arg("migrate"));
+        std::fs::write(&marker, "").expect("write migration marker");
+    }
+    mailsync_unmigrated(dir, db_url)
+}
+
+/// [`mailsync`] without the one-time `migrate`.
+pub fn mailsync_unmigrated(dir: &Path, db_url: &str) -> Command {
     let config = dir.join("mailsync.toml");
     if !config.exists() {
         write_config(dir, db_url, "");
