@@ -29,7 +29,16 @@ async fn schemathesis_finds_no_server_error() {
     let out = Command::new(&schemathesis)
         .args(["run", &format!("{base}/v1/openapi.json"), "--url", &base])
         .args(["-H", &format!("Authorization: Bearer {}", daemon.token)])
-        .args(["--checks", "not_a_server_error,response_schema_conformance,content_type_conformance", "--max-examples", "25", "--seed", "1", "--request-timeout", "30"])
+        .args([
+            "--checks",
+            "not_a_server_error,response_schema_conformance,content_type_conformance",
+            "--max-examples",
+            "25",
+            "--seed",
+            "1",
+            "--request-timeout",
+            "30",
+        ])
         .env("NO_COLOR", "1")
         // Its cache (.schemathesis/) goes to the test's directory, not the source tree.
         .current_dir(d)

@@ -131,8 +131,11 @@ fn the_store_modules_form_layers_without_cycles() {
     // Peel off modules that use nothing left; what remains is a cycle.
     let mut left = uses.clone();
     while !left.is_empty() {
-        let free: Vec<String> =
-            left.iter().filter(|(_, deps)| deps.iter().all(|d| !left.contains_key(d))).map(|(m, _)| m.clone()).collect();
+        let free: Vec<String> = left
+            .iter()
+            .filter(|(_, deps)| deps.iter().all(|d| !left.contains_key(d)))
+            .map(|(m, _)| m.clone())
+            .collect();
         assert!(!free.is_empty(), "the store modules use each other in a cycle: {left:?}");
         for m in free {
             left.remove(&m);

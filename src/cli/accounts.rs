@@ -170,8 +170,9 @@ fn account_input(args: AccountAddArgs) -> anyhow::Result<AccountInput> {
         }
         AuthArg::Xoauth2 => {
             let provider = args.oauth_provider.as_deref().unwrap_or("custom");
-            let provider = Provider::parse(provider)
-                .ok_or_else(|| anyhow::anyhow!("--oauth-provider `{provider}` is not one of google, microsoft, custom"))?;
+            let provider = Provider::parse(provider).ok_or_else(|| {
+                anyhow::anyhow!("--oauth-provider `{provider}` is not one of google, microsoft, custom")
+            })?;
             let refresh_token =
                 read_secret("refresh token", args.refresh_token_file.as_deref(), args.refresh_token_env.as_deref())
                     .map_err(anyhow::Error::msg)?;
@@ -181,10 +182,17 @@ fn account_input(args: AccountAddArgs) -> anyhow::Result<AccountInput> {
                     Some(read_secret("client secret", file.as_deref(), env.as_deref()).map_err(anyhow::Error::msg)?)
                 }
             };
-            let client_id =
-                args.oauth_client_id.clone().ok_or_else(|| anyhow::anyhow!("--auth xoauth2 needs --oauth-client-id"))?;
-            let oauth =
-                OAuthInput { provider, token_url: args.oauth_token_url.clone(), client_id, client_secret, refresh_token };
+            let client_id = args
+                .oauth_client_id
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("--auth xoauth2 needs --oauth-client-id"))?;
+            let oauth = OAuthInput {
+                provider,
+                token_url: args.oauth_token_url.clone(),
+                client_id,
+                client_secret,
+                refresh_token,
+            };
             (AuthKind::Xoauth2, None, Some(oauth))
         }
     };

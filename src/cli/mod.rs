@@ -147,8 +147,9 @@ pub async fn execute(cli: Cli, config: Config) -> anyhow::Result<()> {
             let target = crate::store::Store::connect(&to, 4, timeout).await?;
             target.migrate().await?;
             let mut stages = crate::progress::Stages::default();
-            let summary =
-                source.copy_into(&target, |table, done, total| stages.set(&format!("copying {table}"), done, total)).await?;
+            let summary = source
+                .copy_into(&target, |table, done, total| stages.set(&format!("copying {table}"), done, total))
+                .await?;
             stages.finish();
             print(json, &summary)
         }

@@ -8,7 +8,9 @@ use clap::{Args, Subcommand};
 use super::Cx;
 use super::render::{JsonFlag, Render, print};
 use crate::ops::{EmailInput, ImportInput, ListQuery};
-use crate::store::{AutoCreate, ContactChange, LinkChange, LinkRequest, NewDeal, NewPerson, OrgSettings, PersonKind, StoreError};
+use crate::store::{
+    AutoCreate, ContactChange, LinkChange, LinkRequest, NewDeal, NewPerson, OrgSettings, PersonKind, StoreError,
+};
 
 #[derive(Debug, Subcommand)]
 pub enum LeadCommand {

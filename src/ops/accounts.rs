@@ -48,7 +48,8 @@ impl Ops {
         if input.password.expose().is_empty() {
             return Err(StoreError::Invalid("the password is empty".into()).into());
         }
-        let sealed = self.key()?.seal(PASSWORD_PURPOSE, &input.password).map_err(|e| OpError::Internal(e.to_string()))?;
+        let sealed =
+            self.key()?.seal(PASSWORD_PURPOSE, &input.password).map_err(|e| OpError::Internal(e.to_string()))?;
         Ok(self.store.set_account_password(id, &sealed).await?)
     }
 

@@ -60,4 +60,3 @@ impl Ops {
         Ok(crate::contacts::sync_now(&self.store, &key, &sync, progress).await?)
     }
 }
-

@@ -124,10 +124,7 @@ impl Ops {
         check_page(query.limit, query.offset)?;
         let user = query.user.as_deref().map(user_email).transpose()?;
         if let Some(status) = query.status.as_deref().filter(|s| !OUTBOX_STATUSES.contains(s)) {
-            return Err(OpError::BadRequest(format!(
-                "status `{status}` is not one of {}",
-                OUTBOX_STATUSES.join(", ")
-            )));
+            return Err(OpError::BadRequest(format!("status `{status}` is not one of {}", OUTBOX_STATUSES.join(", "))));
         }
         Ok(self.store.list_outbox(user.as_deref(), query.status.as_deref(), query.limit, query.offset).await?)
     }

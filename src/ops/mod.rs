@@ -118,8 +118,8 @@ impl Ops {
         if let Some(key) = self.key.get() {
             return Ok(key.clone());
         }
-        let key = MasterKey::load_or_create(&self.config().secrets.key_file)
-            .map_err(|e| OpError::Internal(e.to_string()))?;
+        let key =
+            MasterKey::load_or_create(&self.config().secrets.key_file).map_err(|e| OpError::Internal(e.to_string()))?;
         Ok(self.key.get_or_init(|| Arc::new(key)).clone())
     }
 

@@ -8,8 +8,8 @@ use sqlx::{Any, Row, Transaction};
 
 use super::crm::{PersonKind, address_keys, address_rows, insert_addresses, queue_relink};
 use super::drop::user_id;
-use super::sql::Value;
 use super::orgs::{Org, lock_org};
+use super::sql::Value;
 use super::{Result, Store, StoreError, now_ms};
 use crate::contacts::{ConflictPolicy, ContactFields, Direction};
 

@@ -54,7 +54,8 @@ impl Store {
     pub async fn copy_into(&self, target: &Store, mut progress: impl FnMut(&str, u64, u64)) -> Result<CopySummary> {
         if self.backend != Backend::Sqlite || target.backend != Backend::Postgres {
             return Err(StoreError::Invalid(
-                "store copy moves a SQLite store to PostgreSQL (between PostgreSQL databases use its dump and restore)".into(),
+                "store copy moves a SQLite store to PostgreSQL (between PostgreSQL databases use its dump and restore)"
+                    .into(),
             ));
         }
         let tables = target_tables(target).await?;

@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
-use super::sql::{Value, fetch_by_org_in, insert_rows};
 use super::orgs::{Org, ensure_org, valid_org_name};
+use super::sql::{Value, fetch_by_org_in, insert_rows};
 use super::{Backend, Result, Store, StoreError, conflict_or, now_ms};
 use crate::address::{match_key, normalize_email, normalize_phone};
 

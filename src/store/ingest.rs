@@ -259,4 +259,3 @@ async fn merge_thread(tx: &mut Transaction<'_, Any>, from: i64, into: i64) -> Re
     tracing::debug!(from, into, "threads merged");
     Ok(())
 }
-

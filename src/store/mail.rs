@@ -3,12 +3,12 @@
 //! committed in one transaction, so the cursor never runs ahead of the messages.
 
 use serde::Serialize;
-use sqlx::any::AnyRow;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
+use super::crm::EntityKind;
 use super::ingest::{MessageSource, store_messages};
 use super::links::LinkView;
-use super::crm::EntityKind;
 use super::sql::{MAX_PARAMS, Value, insert_rows};
 use super::{Result, Store, StoreError, now_ms};
 use crate::ingest::ParsedMessage;

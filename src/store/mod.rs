@@ -11,8 +11,8 @@
 mod accounts;
 mod contact_sync;
 mod copy;
-mod dialect;
 mod crm;
+mod dialect;
 mod drop;
 mod ingest;
 mod links;
@@ -25,8 +25,8 @@ mod stats;
 pub use accounts::*;
 pub use contact_sync::{ContactSyncConfig, CrmContact, SyncItem, SyncSettings};
 pub use copy::{CopySummary, TableCount};
-pub use dialect::Backend;
 pub use crm::*;
+pub use dialect::Backend;
 pub use drop::{DropAddress, DropDelivery, DropOutcome, DropReceipt, DropUser};
 pub use links::{LinkChange, LinkRequest, LinkTarget, LinkView, one_entity};
 pub use mail::*;
@@ -44,7 +44,6 @@ use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
-
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -7,8 +7,8 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::crm::EntityKind;
-use super::links::{entity_org, link_in};
 use super::ingest::{MessageSource, store_messages};
+use super::links::{entity_org, link_in};
 use super::{Backend, Result, Store, StoreError, now_ms};
 use crate::ingest::{Participant, Role, parse_raw};
 

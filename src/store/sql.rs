@@ -17,7 +17,6 @@ pub(crate) enum Value<'a> {
 /// Most bind parameters per statement: below SQLite's limit (32766) and PostgreSQL's (65535).
 pub(crate) const MAX_PARAMS: usize = 30_000;
 
-
 /// Rows of `select` (which names a table with an `org_id` column) for one organization
 /// whose `column` is one of `values`, in as few statements as the parameter limit allows.
 pub(crate) async fn fetch_by_org_in(
@@ -79,4 +78,3 @@ pub(crate) async fn insert_rows<const N: usize>(
     }
     Ok(returned)
 }
-
