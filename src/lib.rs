@@ -14,6 +14,7 @@ pub mod imap;
 pub mod ingest;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod net;
 pub mod oauth;
 pub mod ops;

@@ -142,3 +142,18 @@ fn the_store_modules_form_layers_without_cycles() {
         }
     }
 }
+
+#[test]
+fn messages_are_parsed_in_one_place() {
+    for (file, text) in src_files() {
+        if file.starts_with("ingest/") {
+            continue;
+        }
+        for parser in ["MessageParser", "parse_raw(", "parse_parts("] {
+            assert!(
+                !text.contains(parser),
+                "src/{file} parses mail (`{parser}`): every message goes through ingest::prepare"
+            );
+        }
+    }
+}

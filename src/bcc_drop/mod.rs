@@ -28,7 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use self::session::{Ending, Envelope, Mailroom, Reply, Session, SessionConfig};
 use self::verify::{AuthVerdict, Transport, Verifier};
 use crate::config::BccDropConfig;
-use crate::ingest::{ParsedMessage, Screen, parse_raw};
+use crate::ingest::{self, Incoming, ParsedMessage, Prepared, Screen, SkipReason, SourceFixup};
 use crate::store::{DropOutcome, DropReceipt, DropUser, Store};
 
 /// The listener with everything its sessions share.
@@ -253,7 +253,9 @@ impl Intake {
                 return Reply::new(451, "4.3.0", "temporary failure, try again later");
             }
         };
-        let mut parsed = parse_raw(raw);
+        // The drop address is the envelope's, not a party to the conversation.
+        let fixup = SourceFixup::DropDomain(&self.domain);
+        let Prepared { message: parsed, skip } = ingest::prepare(Incoming::Whole(raw), &self.screen, fixup);
         let receipt = DropReceipt {
             peer: envelope.peer.to_string(),
             envelope_from: envelope.mail_from.clone(),
@@ -261,24 +263,18 @@ impl Intake {
             message_id: parsed.message_id.clone(),
             size: raw.len() as i64,
         };
-        let outcome = match self.check(&user, envelope, raw, &parsed).await {
+        let outcome = match self.check(&user, envelope, raw, &parsed, skip).await {
             Err(outcome) => outcome,
-            Ok(how) => {
-                // The drop address is the envelope's, not a party to the conversation.
-                parsed
-                    .participants
-                    .retain(|p| !crate::address::domain_of(&p.address).eq_ignore_ascii_case(&self.domain));
-                match self.store.import_dropped(&user, &receipt, &parsed).await {
-                    Ok(outcome) => {
-                        tracing::info!(user = %user.email, message_id = %receipt.message_id, outcome = outcome.as_str(), auth = %how, "BCC drop: stored");
-                        return outcome_reply(&outcome);
-                    }
-                    Err(e) => {
-                        tracing::warn!(user = %user.email, error = %e, "BCC drop: storing failed");
-                        DropOutcome::Failed { reason: format!("store: {e}") }
-                    }
+            Ok(how) => match self.store.import_dropped(&user, &receipt, &parsed).await {
+                Ok(outcome) => {
+                    tracing::info!(user = %user.email, message_id = %receipt.message_id, outcome = outcome.as_str(), auth = %how, "BCC drop: stored");
+                    return outcome_reply(&outcome);
                 }
-            }
+                Err(e) => {
+                    tracing::warn!(user = %user.email, error = %e, "BCC drop: storing failed");
+                    DropOutcome::Failed { reason: format!("store: {e}") }
+                }
+            },
         };
         tracing::info!(user = %user.email, message_id = %receipt.message_id, outcome = outcome.as_str(), reason = %outcome_reason(&outcome), "BCC drop: not stored");
         if let Err(e) = self.store.record_drop(user.user_id, &receipt, &outcome).await {
@@ -294,11 +290,11 @@ impl Intake {
         envelope: &Envelope,
         raw: &[u8],
         parsed: &ParsedMessage,
+        skip: Option<SkipReason>,
     ) -> Result<String, DropOutcome> {
         let refuse = |reason: String| DropOutcome::Refused { reason };
-        let header_end = raw.windows(4).position(|w| w == b"\r\n\r\n").map_or(raw.len(), |p| p + 4);
-        if let Some(skip) = self.screen.check(&raw[..header_end]) {
-            return Err(refuse(format!("{} ({} recipients)", skip.as_str(), skip.recipients())));
+        if let Some(skip) = skip {
+            return Err(refuse(skip.to_string()));
         }
         let own = |address: &str| crate::address::normalize_email(address).is_ok_and(|a| user.addresses.contains(&a));
         let from = header_from(parsed);

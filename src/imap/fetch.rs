@@ -11,7 +11,9 @@ use imap_proto::{BodyStructure, SectionPath};
 
 use super::connection::ImapSession;
 use super::error::SyncError;
-use crate::ingest::{AttachmentMeta, ParsedMessage, Screen, SkipReason, TextPart, parse_parts};
+use crate::ingest::{
+    self, AttachmentMeta, Incoming, ParsedMessage, Prepared, Screen, SkipReason, SourceFixup, TextPart,
+};
 
 /// Most text parts read per message; more is a hostile or broken structure.
 const MAX_TEXT_PARTS: usize = 4;
@@ -111,16 +113,15 @@ pub async fn fetch_batch(
                 bytes: bodies.remove(&(uid, p.section.clone())).unwrap_or_default(),
             })
             .collect();
-        // A parser bug on one hostile message must cost only that message.
-        let parsed = std::panic::catch_unwind(|| {
-            parse_parts(&layout.header, &parts, layout.size as i64, layout.attachments.clone())
-        });
-        match parsed {
-            Ok(parsed) => batch.messages.push((uid, parsed)),
-            Err(_) => {
-                tracing::error!(uid, "message parsing panicked; recorded as skipped");
-                batch.skipped.push((uid, SkipReason::Unparseable, layout.size));
-            }
+        let incoming = Incoming::Fetched {
+            header: &layout.header,
+            text_parts: &parts,
+            size: layout.size as i64,
+            attachments: layout.attachments,
+        };
+        match ingest::prepare(incoming, screen, SourceFixup::None) {
+            Prepared { message, skip: None } => batch.messages.push((uid, message)),
+            Prepared { skip: Some(reason), .. } => batch.skipped.push((uid, reason, layout.size)),
         }
     }
     tracing::debug!(

@@ -7,62 +7,7 @@ use std::collections::HashSet;
 use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders};
 
 use crate::address::normalize_email;
-
-/// Most references considered for threading (the newest ones), against hostile headers.
-pub const MAX_REFERENCES: usize = 32;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    From,
-    To,
-    Cc,
-    Bcc,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::From => "from",
-            Role::To => "to",
-            Role::Cc => "cc",
-            Role::Bcc => "bcc",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Participant {
-    pub role: Role,
-    pub address: String,
-    pub name: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AttachmentMeta {
-    /// IMAP part number (e.g. `2` or `1.3`), or the position within the raw message.
-    pub part_id: String,
-    pub filename: String,
-    pub content_type: String,
-    pub size: i64,
-}
-
-/// A message as the store keeps it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ParsedMessage {
-    pub message_id: String,
-    pub subject: String,
-    /// Date header, unix milliseconds (0 when absent or unreadable).
-    pub sent_at: i64,
-    pub size: i64,
-    pub in_reply_to: String,
-    /// References, oldest first, at most [`MAX_REFERENCES`].
-    pub references: Vec<String>,
-    pub gm_thrid: String,
-    pub participants: Vec<Participant>,
-    pub body_text: String,
-    pub body_html: String,
-    pub attachments: Vec<AttachmentMeta>,
-}
+use crate::model::message::{AttachmentMeta, MAX_REFERENCES, ParsedMessage, Participant, Role};
 
 /// A decoded-on-demand text part: its MIME headers as the server described them, and
 /// its still-encoded bytes.
@@ -89,8 +34,21 @@ pub fn recipient_count(header: &[u8]) -> usize {
     seen.len()
 }
 
+/// The header block of a whole message, up to and including the blank line that ends it.
+pub(super) fn header_block(raw: &[u8]) -> &[u8] {
+    let crlf = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4);
+    let lf = raw.windows(2).position(|w| w == b"\n\n").map(|p| p + 2);
+    let end = [crlf, lf].into_iter().flatten().min().unwrap_or(raw.len());
+    &raw[..end]
+}
+
 /// Parses a header block plus separately fetched text parts (the IMAP path).
-pub fn parse_parts(header: &[u8], parts: &[TextPart], size: i64, attachments: Vec<AttachmentMeta>) -> ParsedMessage {
+pub(super) fn parse_parts(
+    header: &[u8],
+    parts: &[TextPart],
+    size: i64,
+    attachments: Vec<AttachmentMeta>,
+) -> ParsedMessage {
     let parser = MessageParser::default();
     let mut parsed = match parser.parse_headers(header) {
         Some(message) => from_headers(&message),
@@ -113,7 +71,7 @@ pub fn parse_parts(header: &[u8], parts: &[TextPart], size: i64, attachments: Ve
 }
 
 /// Parses a complete message (the BCC-drop and outbound paths).
-pub fn parse_raw(raw: &[u8]) -> ParsedMessage {
+pub(super) fn parse_raw(raw: &[u8]) -> ParsedMessage {
     let Some(message) = MessageParser::default().parse(raw) else {
         return finish(ParsedMessage { size: raw.len() as i64, ..Default::default() });
     };

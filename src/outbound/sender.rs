@@ -11,6 +11,7 @@ use super::smtp::{RecipientOutcome, SmtpAuth, SmtpFailure, SmtpTarget, deliver};
 use crate::config::{Config, OutboundConfig, RelayTls, SyncConfig};
 use crate::imap::connection::{Credential, ServerSettings, connect};
 use crate::imap::worker::{Credentials, jittered_backoff};
+use crate::ingest::{self, Incoming, Screen, SourceFixup};
 use crate::secrets::{MasterKey, Secret};
 use crate::store::{AttemptEnd, FolderRole, OutgoingJob, RecipientResult, Store, TlsMode, now_ms};
 
@@ -218,9 +219,14 @@ async fn attempt(ctx: &SenderContext, job: OutgoingJob) {
             tracing::warn!(outbox = job.id, attempts = job.attempts, reply = %reply, "send failed")
         }
     }
+    // The message as the store keeps it: the bytes as sent, the envelope's Bcc added.
+    // (Compose held it to `sync.max_recipients` at enqueue; nothing is screened here.)
+    let envelope: Vec<String> = job.recipients.iter().map(|r| r.address.clone()).collect();
+    let unscreened = Screen { max_recipients: u32::MAX };
+    let sent = ingest::prepare(Incoming::Whole(&job.raw), &unscreened, SourceFixup::EnvelopeRecipients(&envelope));
     // A busy store is waited for: an unrecorded success would be sent again.
     let mut tries = 0;
-    while let Err(e) = ctx.store.finish_attempt(&job, &results, &end).await {
+    while let Err(e) = ctx.store.finish_attempt(&job, &results, &end, &sent.message).await {
         tries += 1;
         if !e.is_transient() || tries >= 10 {
             // The row stays `sending` and is claimed again once stale: it may go out

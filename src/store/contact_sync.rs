@@ -11,7 +11,7 @@ use super::drop::user_id;
 use super::orgs::{Org, lock_org};
 use super::sql::Value;
 use super::{Result, Store, StoreError, now_ms};
-use crate::contacts::{ConflictPolicy, ContactFields, Direction};
+use crate::model::contact::{ConflictPolicy, ContactFields, Direction};
 
 /// A user's sync configuration as stored (the secret still sealed).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -6,7 +6,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::ingest::{MessageSource, store_messages};
 use super::{Result, Store, StoreError, conflict_or, now_ms};
-use crate::ingest::ParsedMessage;
+use crate::model::message::ParsedMessage;
 
 /// Lower-case letters and digits without the look-alikes 0, 1, l and o: 32 symbols, so
 /// each is 5 random bits; 26 of them carry 130 bits.

@@ -10,7 +10,7 @@ use super::orgs::{Org, lock_org};
 use super::sql::{Value, fetch_by_org_in, insert_rows};
 use super::{Backend, Result, StoreError};
 use crate::address::match_key;
-use crate::ingest::ParsedMessage;
+use crate::model::message::ParsedMessage;
 
 /// Where new messages come from, as the ingest rules need to know.
 pub(crate) struct MessageSource {
@@ -162,7 +162,7 @@ async fn insert_messages(
 }
 
 /// Puts every message of a batch in a thread (the grouping rule is
-/// [`crate::ingest::thread`]): creates the threads that are new, merges stored threads
+/// [`crate::model::thread`]): creates the threads that are new, merges stored threads
 /// that the batch links, records every key. Returns each message's thread id, in order.
 async fn assign_threads(
     tx: &mut Transaction<'_, Any>,
@@ -171,7 +171,7 @@ async fn assign_threads(
     messages: &[&ParsedMessage],
     now: i64,
 ) -> Result<Vec<i64>> {
-    use crate::ingest::thread::{group, thread_keys};
+    use crate::model::thread::{group, thread_keys};
     let keys: Vec<Vec<String>> = messages.iter().map(|m| thread_keys(m)).collect();
     let mut all: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
     all.sort_unstable();

@@ -12,7 +12,7 @@ use super::crm::{EntityKind, NewPerson, PersonKind, insert_person};
 use super::orgs::{AutoCreate, Org, lock_org};
 use super::{Backend, Result, Store, StoreError, now_ms};
 use crate::address::domain_of;
-use crate::ingest::{ParsedMessage, Role, linking_roles};
+use crate::model::message::{ParsedMessage, Role, linking_roles};
 
 /// Most ids bound in one statement (below both databases' parameter limits).
 const CHUNK: usize = 10_000;

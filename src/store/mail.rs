@@ -11,7 +11,7 @@ use super::ingest::{MessageSource, store_messages};
 use super::links::LinkView;
 use super::sql::{MAX_PARAMS, Value, insert_rows};
 use super::{Result, Store, StoreError, now_ms};
-use crate::ingest::ParsedMessage;
+use crate::model::message::ParsedMessage;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -3,14 +3,14 @@
 //! that marks it sent.
 
 use serde::{Deserialize, Serialize};
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
 
 use super::crm::EntityKind;
 use super::ingest::{MessageSource, store_messages};
 use super::links::{entity_org, link_in};
-use super::{Backend, Result, Store, StoreError, now_ms};
-use crate::ingest::{Participant, Role, parse_raw};
+use super::{Result, Store, StoreError, now_ms};
+use crate::model::message::ParsedMessage;
 
 /// A composed message to enqueue.
 #[derive(Debug, Clone)]
@@ -266,7 +266,13 @@ impl Store {
     /// Records an attempt. The first time a recipient has accepted the message, it is
     /// stored and linked through the ingest pipeline (source `outbound`) and linked to the
     /// record given at enqueue, in this same transaction.
-    pub async fn finish_attempt(&self, job: &OutgoingJob, results: &[RecipientResult], end: &AttemptEnd) -> Result<()> {
+    pub async fn finish_attempt(
+        &self,
+        job: &OutgoingJob,
+        results: &[RecipientResult],
+        end: &AttemptEnd,
+        message: &ParsedMessage,
+    ) -> Result<()> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(concat!(
@@ -286,7 +292,11 @@ impl Store {
                 kind: "outbound",
                 outgoing: true,
             };
-            stored = store_sent(&mut tx, self.backend, &source, job, now).await?;
+            let (ids, _) = store_messages(&mut tx, self.backend, &source, &[message], now).await?;
+            stored = ids
+                .first()
+                .copied()
+                .ok_or_else(|| StoreError::Invalid("storing the sent message returned no id".into()))?;
             if let Some(kind) = EntityKind::parse(&row.try_get::<String, _>("link_kind")?) {
                 let thread: Option<i64> = sqlx::query_scalar("SELECT thread_id FROM messages WHERE id = $1")
                     .bind(stored)
@@ -366,25 +376,6 @@ impl Store {
             .await?;
         Ok(())
     }
-}
-
-/// Stores a sent message through the ingest pipeline. The outbox keeps the bytes as sent
-/// (no Bcc header), so the Bcc recipients are added back from the envelope.
-async fn store_sent(
-    tx: &mut Transaction<'_, Any>,
-    backend: Backend,
-    source: &MessageSource,
-    job: &OutgoingJob,
-    now: i64,
-) -> Result<i64> {
-    let mut parsed = parse_raw(&job.raw);
-    for r in &job.recipients {
-        if !parsed.participants.iter().any(|p| p.address == r.address && p.role != Role::From) {
-            parsed.participants.push(Participant { role: Role::Bcc, address: r.address.clone(), name: String::new() });
-        }
-    }
-    let (ids, _) = store_messages(tx, backend, source, &[&parsed], now).await?;
-    ids.first().copied().ok_or_else(|| StoreError::Invalid("storing the sent message returned no id".into()))
 }
 
 fn json<T: Serialize>(value: &T) -> Result<String> {

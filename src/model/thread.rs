@@ -1,7 +1,7 @@
 //! Threading: which messages belong to one conversation.
 //!
 //! Every Message-ID a message has or refers to (In-Reply-To, the last
-//! [`MAX_REFERENCES`](super::MAX_REFERENCES) References, and Gmail's X-GM-THRID) is a
+//! [`MAX_REFERENCES`](super::message::MAX_REFERENCES) References, and Gmail's X-GM-THRID) is a
 //! key. Messages sharing a key share a thread, transitively; so a reply that arrives
 //! before its parent lands in the parent's thread (the parent's id is already a key of
 //! it), and two partial threads merge when the message linking them arrives. The store
@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use super::ParsedMessage;
+use super::message::ParsedMessage;
 
 /// The thread keys of a message, deduplicated, its own Message-ID first.
 pub fn thread_keys(m: &ParsedMessage) -> Vec<String> {
