@@ -53,12 +53,11 @@ async fn sqlite_schema(store: &mailsync::store::Store) -> Schema {
             .collect();
         tables.insert(table, columns);
     }
-    let mut indexes: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex%'",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let mut indexes: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_autoindex%'")
+            .fetch_all(pool)
+            .await
+            .unwrap();
     indexes.sort();
     (tables, indexes)
 }
@@ -75,10 +74,7 @@ async fn postgres_schema(store: &mailsync::store::Store) -> Schema {
     .unwrap();
     for r in rows {
         let not_null = r.get::<String, _>("n") == "NO";
-        tables
-            .entry(r.get("t"))
-            .or_default()
-            .insert(r.get("c"), (type_class(&r.get::<String, _>("ty")), not_null));
+        tables.entry(r.get("t")).or_default().insert(r.get("c"), (type_class(&r.get::<String, _>("ty")), not_null));
     }
     // Indexes made by CREATE INDEX, not the ones behind PRIMARY KEY or UNIQUE constraints.
     let mut indexes: Vec<String> = sqlx::query_scalar(

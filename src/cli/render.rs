@@ -105,7 +105,7 @@ impl Row for Deal {
 }
 
 fn link_text(l: &LinkView) -> String {
-    format!("{} {} ({}, {})", l.entity_kind, l.entity_id, l.origin, l.state)
+    format!("{} {} ({}, {})", l.entity_kind.as_str(), l.entity_id, l.origin.as_str(), l.state.as_str())
 }
 
 impl Row for MessageSummary {
@@ -130,8 +130,17 @@ impl Row for OutboxEntry {
     const HEADER: &'static str = "ID  USER  STATUS  ATTEMPTS  RECIPIENTS  LAST REPLY";
     fn row(&self) -> String {
         let e = self;
-        let recipients: Vec<String> = e.recipients.iter().map(|r| format!("{}={}", r.address, r.state)).collect();
-        format!("{}  {}  {}  {}  {}  {}", e.id, e.user, e.status, e.attempts, recipients.join(","), e.last_reply)
+        let recipients: Vec<String> =
+            e.recipients.iter().map(|r| format!("{}={}", r.address, r.state.as_str())).collect();
+        format!(
+            "{}  {}  {}  {}  {}  {}",
+            e.id,
+            e.user,
+            e.status.as_str(),
+            e.attempts,
+            recipients.join(","),
+            e.last_reply
+        )
     }
 }
 

@@ -16,7 +16,13 @@ use crate::secrets::Secret;
 use crate::store::TlsMode;
 
 pub type ImapStream = TlsStream<TimeoutStream<TcpStream>>;
-pub type ImapSession = Session<ImapStream>;
+pub type ImapSession<S = ImapStream> = Session<S>;
+
+/// What the IMAP code runs over: TLS over TCP in the daemon, an in-memory pipe in the
+/// unit tests that replay server transcripts (`transcript.rs`).
+pub trait ImapIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send> ImapIo for T {}
 
 /// How to reach and authenticate to one account's server.
 #[derive(Clone)]
@@ -81,13 +87,13 @@ pub struct ServerCaps {
     pub gmail: bool,
 }
 
-pub struct Connection {
-    pub session: ImapSession,
+pub struct Connection<S: ImapIo = ImapStream> {
+    pub session: ImapSession<S>,
     pub timeouts: TimeoutHandle,
     pub caps: ServerCaps,
 }
 
-impl std::fmt::Debug for Connection {
+impl<S: ImapIo> std::fmt::Debug for Connection<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection").field("caps", &self.caps).finish_non_exhaustive()
     }
@@ -140,9 +146,7 @@ pub async fn connect(settings: &ServerSettings, credential: &Credential) -> Resu
     Ok(Connection { session, timeouts, caps })
 }
 
-async fn greeting(
-    client: &mut Client<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + std::fmt::Debug + Send>,
-) -> Result<(), SyncError> {
+async fn greeting(client: &mut Client<impl ImapIo>) -> Result<(), SyncError> {
     let not_imap = |detail: String| {
         SyncError::new(ErrorClass::Protocol, format!("the server did not greet like an IMAP server: {detail}"))
     };
@@ -179,7 +183,7 @@ fn login_error(e: async_imap::error::Error) -> SyncError {
 
 /// Empties the unsolicited-response channel (it drops events when full) and reports
 /// whether it held news about the selected mailbox.
-pub fn drain_unsolicited(session: &ImapSession) -> MailboxNews {
+pub fn drain_unsolicited<S: ImapIo>(session: &ImapSession<S>) -> MailboxNews {
     let mut news = MailboxNews::default();
     while let Ok(response) = session.unsolicited_responses.try_recv() {
         match response {

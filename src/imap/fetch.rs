@@ -9,7 +9,7 @@ use async_imap::types::Fetch;
 use futures_util::TryStreamExt;
 use imap_proto::{BodyStructure, SectionPath};
 
-use super::connection::ImapSession;
+use super::connection::{ImapIo, ImapSession};
 use super::error::SyncError;
 use crate::ingest::{
     self, AttachmentMeta, Incoming, ParsedMessage, Prepared, Screen, SkipReason, SourceFixup, TextPart,
@@ -46,8 +46,8 @@ struct Layout {
 }
 
 /// Fetches and parses the messages `uids` (which must exist) of the selected folder.
-pub async fn fetch_batch(
-    session: &mut ImapSession,
+pub async fn fetch_batch<S: ImapIo>(
+    session: &mut ImapSession<S>,
     uids: &[u32],
     screen: &Screen,
     max_text_bytes: u32,
@@ -135,7 +135,7 @@ pub async fn fetch_batch(
 }
 
 /// Runs `UID FETCH set query` and drains the response stream to its end.
-async fn collect(session: &mut ImapSession, set: &str, query: &str) -> Result<Vec<Fetch>, SyncError> {
+async fn collect<S: ImapIo>(session: &mut ImapSession<S>, set: &str, query: &str) -> Result<Vec<Fetch>, SyncError> {
     let fetches: Vec<Fetch> = session.uid_fetch(set, query).await?.try_collect().await?;
     Ok(fetches)
 }

@@ -4,7 +4,7 @@
 use async_imap::types::{Name, NameAttribute};
 use futures_util::TryStreamExt;
 
-use super::connection::ImapSession;
+use super::connection::{ImapIo, ImapSession};
 use super::error::{ErrorClass, SyncError};
 
 /// Sent-folder names in order of preference, compared case-insensitively with the
@@ -50,7 +50,7 @@ pub struct FolderNames {
     pub sent: Option<String>,
 }
 
-pub async fn find_folders(session: &mut ImapSession) -> Result<FolderNames, SyncError> {
+pub async fn find_folders<S: ImapIo>(session: &mut ImapSession<S>) -> Result<FolderNames, SyncError> {
     let names: Vec<Name> = session.list(Some(""), Some("*")).await?.try_collect().await?;
     super::connection::drain_unsolicited(session);
     pick(&names)
@@ -79,4 +79,56 @@ fn pick(names: &[Name]) -> Result<FolderNames, SyncError> {
     };
     let sent = special.or_else(by_name).map(|n| n.name().to_string());
     Ok(FolderNames { inbox, sent })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::connection::ServerCaps;
+    use super::super::transcript::{connection, step};
+    use super::*;
+
+    async fn folders_of(list_answer: &str) -> Result<FolderNames, SyncError> {
+        let (mut conn, server) = connection(vec![step("LIST", list_answer)], ServerCaps::default()).await;
+        let found = find_folders(&mut conn.session).await;
+        drop(conn);
+        assert_eq!(server.await.unwrap().len(), 2, "LOGIN and one LIST");
+        found
+    }
+
+    #[tokio::test]
+    async fn sent_is_found_by_its_special_use_before_any_name() {
+        let found = folders_of(concat!(
+            "* LIST (\\HasNoChildren) \"/\" INBOX\r\n",
+            "* LIST (\\HasNoChildren) \"/\" Sent\r\n",
+            "* LIST (\\HasNoChildren \\Sent) \"/\" \"Copies envoyées\"\r\n",
+            "* LIST (\\HasNoChildren \\Trash) \"/\" Trash\r\n",
+            "{tag} OK LIST completed\r\n",
+        ))
+        .await
+        .unwrap();
+        assert_eq!(found, FolderNames { inbox: "INBOX".into(), sent: Some("Copies envoyées".into()) });
+    }
+
+    #[tokio::test]
+    async fn without_special_use_a_well_known_name_under_any_delimiter_is_taken() {
+        let found = folders_of(concat!(
+            "* LIST (\\HasChildren) \".\" INBOX\r\n",
+            "* LIST (\\Noselect) \".\" \"INBOX.Sent\"\r\n",
+            "* LIST (\\HasNoChildren) \".\" \"INBOX.Sent Items\"\r\n",
+            "* LIST (\\HasNoChildren) \".\" Archive\r\n",
+            "{tag} OK LIST completed\r\n",
+        ))
+        .await
+        .unwrap();
+        // INBOX.Sent cannot be selected; the next name in the list of preferences wins.
+        assert_eq!(found.sent.as_deref(), Some("INBOX.Sent Items"));
+    }
+
+    #[tokio::test]
+    async fn no_sent_folder_is_none_and_no_inbox_is_an_error_with_its_class() {
+        let found = folders_of("* LIST () \"/\" INBOX\r\n* LIST () \"/\" Drafts\r\n{tag} OK done\r\n").await.unwrap();
+        assert_eq!(found.sent, None);
+        let missing = folders_of("* LIST () \"/\" Drafts\r\n{tag} OK done\r\n").await.unwrap_err();
+        assert_eq!(missing.class, ErrorClass::FolderMissing);
+    }
 }

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 
 use async_imap::types::Mailbox;
 
-use super::connection::{Connection, drain_unsolicited};
+use super::connection::{Connection, ImapIo, drain_unsolicited};
 use super::error::{ErrorClass, SyncError};
 use super::fetch::{FetchedBatch, fetch_batch};
 use crate::ingest::{self, Screen};
@@ -51,8 +51,8 @@ pub struct FolderSync {
 impl FolderSync {
     /// Selects `name`, handles a UIDVALIDITY change, and syncs new mail, expunges and
     /// the backfill.
-    pub async fn open(
-        conn: &mut Connection,
+    pub async fn open<S: ImapIo>(
+        conn: &mut Connection<S>,
         store: &Store,
         account_id: i64,
         org_id: i64,
@@ -126,7 +126,7 @@ impl FolderSync {
     }
 
     /// After the server signalled a change: new mail first, then expunges.
-    pub async fn refresh(&mut self, conn: &mut Connection, expunged: bool) -> Result<(), SyncError> {
+    pub async fn refresh<S: ImapIo>(&mut self, conn: &mut Connection<S>, expunged: bool) -> Result<(), SyncError> {
         self.expunge_seen |= expunged;
         self.fetch_new(conn).await?;
         if self.expunge_seen {
@@ -136,7 +136,7 @@ impl FolderSync {
     }
 
     /// Fetches mail announced while the last commands ran, then waits for the last commit.
-    async fn catch_up(&mut self, conn: &mut Connection) -> Result<(), SyncError> {
+    async fn catch_up<S: ImapIo>(&mut self, conn: &mut Connection<S>) -> Result<(), SyncError> {
         // A server may also repeat EXISTS without new mail: a search that finds none ends it.
         while self.exists_seen && self.started() {
             if self.fetch_new(conn).await? == 0 {
@@ -148,7 +148,7 @@ impl FolderSync {
 
     /// Reads the unsolicited responses that arrived with the last command and remembers
     /// what they announced. Dropping them would lose expunges reported mid-command.
-    fn absorb(&mut self, conn: &Connection) {
+    fn absorb<S: ImapIo>(&mut self, conn: &Connection<S>) {
         let news = drain_unsolicited(&conn.session);
         self.expunge_seen |= news.expunged;
         self.exists_seen |= news.exists.is_some();
@@ -159,7 +159,7 @@ impl FolderSync {
     }
 
     /// Fetches every UID above the cursor, oldest first; returns how many there were.
-    async fn fetch_new(&mut self, conn: &mut Connection) -> Result<usize, SyncError> {
+    async fn fetch_new<S: ImapIo>(&mut self, conn: &mut Connection<S>) -> Result<usize, SyncError> {
         if !self.started() {
             return Ok(0);
         }
@@ -183,7 +183,7 @@ impl FolderSync {
     }
 
     /// First sync: everything below the cursor, newest first, in batches.
-    async fn backfill(&mut self, conn: &mut Connection) -> Result<(), SyncError> {
+    async fn backfill<S: ImapIo>(&mut self, conn: &mut Connection<S>) -> Result<(), SyncError> {
         let query = match self.opts.backfill_days {
             0 => "ALL".to_string(),
             days => format!("SINCE {}", imap_date(crate::store::now_ms() / 1000 - i64::from(days) * 86_400)),
@@ -228,7 +228,7 @@ impl FolderSync {
     }
 
     /// Marks stored UIDs that are gone from the server as removed.
-    async fn reconcile_expunges(&mut self, conn: &mut Connection) -> Result<(), SyncError> {
+    async fn reconcile_expunges<S: ImapIo>(&mut self, conn: &mut Connection<S>) -> Result<(), SyncError> {
         self.settle().await?;
         self.expunge_seen = false;
         let server: HashSet<u32> = conn.session.uid_search("ALL").await?;
@@ -255,7 +255,7 @@ impl FolderSync {
         Ok(())
     }
 
-    async fn fetch(&mut self, conn: &mut Connection, uids: &[u32]) -> Result<FetchedBatch, SyncError> {
+    async fn fetch<S: ImapIo>(&mut self, conn: &mut Connection<S>, uids: &[u32]) -> Result<FetchedBatch, SyncError> {
         let batch = fetch_batch(&mut conn.session, uids, &self.opts.screen, self.opts.max_text_bytes).await?;
         self.commands += batch.commands;
         self.absorb(conn);
@@ -324,7 +324,7 @@ impl FolderSync {
     }
 }
 
-async fn select(conn: &mut Connection, name: &str) -> Result<Mailbox, SyncError> {
+async fn select<S: ImapIo>(conn: &mut Connection<S>, name: &str) -> Result<Mailbox, SyncError> {
     let result =
         if conn.caps.condstore { conn.session.select_condstore(name).await } else { conn.session.select(name).await };
     drain_unsolicited(&conn.session);
@@ -354,6 +354,153 @@ fn imap_date(unix_secs: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::connection::ServerCaps;
+    use super::super::transcript::{Step, connection, literal, step};
+    use super::*;
+    use crate::store::{AuthKind, NewAccount, TlsMode};
+
+    const MAX_TEXT: u32 = 65536;
+
+    async fn store_with_account(dir: &std::path::Path) -> (Store, i64, i64) {
+        let url = format!("sqlite:{}", dir.join("store.db").display());
+        let store = Store::connect(&url, 2, std::time::Duration::from_secs(5)).await.unwrap();
+        store.migrate().await.unwrap();
+        let account = store
+            .add_account(&NewAccount {
+                org: "acme".into(),
+                email: "me@acme.example".into(),
+                imap_host: "imap.acme.example".into(),
+                imap_port: 993,
+                imap_tls: TlsMode::Implicit,
+                username: "me".into(),
+                auth: AuthKind::Password,
+                sealed_secret: Vec::new(),
+                oauth_provider: String::new(),
+                oauth_token_url: String::new(),
+                oauth_client_id: String::new(),
+                oauth_client_secret: Vec::new(),
+                ca_file: String::new(),
+                smtp_host: String::new(),
+                smtp_port: 0,
+                smtp_tls: TlsMode::Implicit,
+                provider_saves_sent: false,
+            })
+            .await
+            .unwrap();
+        (store, account.id, account.org_id)
+    }
+
+    fn select(exists: u32, uidvalidity: u32, uidnext: u32) -> Step {
+        step(
+            "SELECT",
+            format!(
+                "* {exists} EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY {uidvalidity}] UIDs valid\r\n\
+                 * OK [UIDNEXT {uidnext}] next\r\n{{tag}} OK [READ-WRITE] SELECT completed\r\n"
+            ),
+        )
+    }
+
+    fn search(uids: &[u32]) -> String {
+        let list: Vec<String> = uids.iter().map(u32::to_string).collect();
+        format!("* SEARCH {}\r\n{{tag}} OK SEARCH completed\r\n", list.join(" "))
+    }
+
+    /// The two FETCH steps of a batch of one-part text messages, as Dovecot answers them;
+    /// `(uid, note)`: the message with id `note-NOTE@client.example` under that UID.
+    fn fetch_steps(set: &str, messages: &[(u32, u32)]) -> [Step; 2] {
+        let mut headers = String::new();
+        let mut bodies = String::new();
+        for (uid, note) in messages {
+            let header = format!(
+                "From: Bo <bo@client.example>\r\nTo: me@acme.example\r\nSubject: note {note}\r\n\
+                 Message-ID: <note-{note}@client.example>\r\n\r\n"
+            );
+            let body = format!("body {note}\r\n");
+            headers += &format!(
+                "* {uid} FETCH (UID {uid} RFC822.SIZE {} BODYSTRUCTURE (\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") \
+                 NIL NIL \"7BIT\" {} 1) BODY[HEADER] {})\r\n",
+                header.len() + body.len(),
+                body.len(),
+                literal(&header)
+            );
+            bodies += &format!("* {uid} FETCH (UID {uid} BODY[1]<0> {})\r\n", literal(&body));
+        }
+        [
+            step(
+                format!("UID FETCH {set} (UID RFC822.SIZE BODYSTRUCTURE BODY.PEEK[HEADER])"),
+                headers + "{tag} OK FETCH completed\r\n",
+            ),
+            step(format!("UID FETCH {set} (UID BODY.PEEK[1]<0.{MAX_TEXT}>)"), bodies + "{tag} OK FETCH completed\r\n"),
+        ]
+    }
+
+    fn options() -> SyncOptions {
+        SyncOptions {
+            screen: Screen { max_recipients: 100 },
+            batch_size: 2,
+            max_text_bytes: MAX_TEXT,
+            backfill_days: 0,
+        }
+    }
+
+    async fn open(store: &Store, account: i64, org: i64, steps: Vec<Step>) -> (FolderSync, Vec<String>) {
+        let (mut conn, server) = connection(steps, ServerCaps::default()).await;
+        let sync =
+            FolderSync::open(&mut conn, store, account, org, FolderRole::Inbox, "INBOX", options()).await.unwrap();
+        drop(conn);
+        (sync, server.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_first_sync_backfills_newest_first_and_a_restart_with_nothing_new_only_selects() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, account, org) = store_with_account(dir.path()).await;
+
+        // First sync: one search, then batches of two from the newest UID down.
+        let mut steps = vec![select(3, 7, 4), step("UID SEARCH ALL", search(&[1, 2, 3]))];
+        steps.extend(fetch_steps("2:3", &[(2, 2), (3, 3)]));
+        steps.extend(fetch_steps("1", &[(1, 1)]));
+        let (sync, _) = open(&store, account, org, steps).await;
+        assert_eq!(sync.stored, 3);
+        let folder = store.folder(account, FolderRole::Inbox).await.unwrap().unwrap();
+        assert_eq!((folder.uidvalidity, folder.synced_low_uid, folder.synced_high_uid), (7, 1, 3));
+        assert!(folder.initial_sync_done);
+        assert_eq!(store.stored_count(folder.id).await.unwrap(), 3);
+
+        // Restart, nothing new: SELECT and nothing else (the server refuses any other command).
+        let (sync, commands) = open(&store, account, org, vec![select(3, 7, 4)]).await;
+        assert_eq!(commands.len(), 2, "LOGIN and SELECT only: {commands:?}");
+        assert_eq!(sync.stored, 0);
+
+        // New mail: a search above the cursor, its batch, then the expunge check.
+        let mut steps = vec![select(4, 7, 5), step("UID SEARCH UID 4:*", search(&[4]))];
+        steps.extend(fetch_steps("4", &[(4, 4)]));
+        steps.push(step("UID SEARCH ALL", search(&[1, 2, 3, 4])));
+        let (sync, _) = open(&store, account, org, steps).await;
+        assert_eq!(sync.stored, 1);
+        let folder = store.folder(account, FolderRole::Inbox).await.unwrap().unwrap();
+        assert_eq!((folder.synced_low_uid, folder.synced_high_uid), (1, 4));
+        assert_eq!(store.stored_count(folder.id).await.unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_new_uidvalidity_resyncs_without_duplicating_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, account, org) = store_with_account(dir.path()).await;
+        let mut steps = vec![select(2, 7, 3), step("UID SEARCH ALL", search(&[1, 2]))];
+        steps.extend(fetch_steps("1:2", &[(1, 1), (2, 2)]));
+        open(&store, account, org, steps).await;
+
+        // The server renumbered the same two messages.
+        let mut steps = vec![select(2, 8, 13), step("UID SEARCH ALL", search(&[11, 12]))];
+        steps.extend(fetch_steps("11:12", &[(11, 1), (12, 2)]));
+        let (sync, _) = open(&store, account, org, steps).await;
+        assert_eq!(sync.stored, 0, "the same messages, matched by Message-ID");
+        let folder = store.folder(account, FolderRole::Inbox).await.unwrap().unwrap();
+        assert_eq!((folder.uidvalidity, folder.synced_low_uid, folder.synced_high_uid), (8, 11, 12));
+        assert_eq!(store.stored_count(folder.id).await.unwrap(), 2);
+    }
+
     #[test]
     fn imap_dates() {
         assert_eq!(super::imap_date(1_795_255_200), "21-Nov-2026");

@@ -5,7 +5,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{OpError, OpResult, Ops, check_page, default_limit, user_email};
 use crate::outbound::compose::OutgoingInput;
-use crate::store::{DropAddress, DropDelivery, MessageSummary, OutboxEntry, one_entity};
+use crate::store::{DropAddress, DropDelivery, MessageSummary, OutboxEntry, OutboxStatus, one_entity};
 
 /// Messages of one account, or linked to one lead, contact or deal, newest first.
 #[derive(Debug, Clone, Deserialize, Serialize, IntoParams, clap::Args)]
@@ -45,10 +45,10 @@ pub struct OutboxQuery {
     #[arg(long)]
     #[serde(default)]
     pub user: Option<String>,
-    /// queued, sending, sent or failed.
-    #[arg(long)]
+    /// Only messages in this state.
+    #[arg(long, value_enum)]
     #[serde(default)]
-    pub status: Option<String>,
+    pub status: Option<OutboxStatus>,
     /// Page size, 1 to 1000.
     #[arg(long, default_value_t = super::DEFAULT_LIMIT)]
     #[serde(default = "default_limit")]
@@ -94,8 +94,6 @@ pub struct UserAddresses {
     pub addresses: Vec<String>,
 }
 
-const OUTBOX_STATUSES: [&str; 4] = ["queued", "sending", "sent", "failed"];
-
 impl Ops {
     pub async fn list_messages(&self, query: &MessagesQuery) -> OpResult<Vec<MessageSummary>> {
         check_page(query.limit, query.offset)?;
@@ -123,10 +121,7 @@ impl Ops {
     pub async fn list_outbox(&self, query: &OutboxQuery) -> OpResult<Vec<OutboxEntry>> {
         check_page(query.limit, query.offset)?;
         let user = query.user.as_deref().map(user_email).transpose()?;
-        if let Some(status) = query.status.as_deref().filter(|s| !OUTBOX_STATUSES.contains(s)) {
-            return Err(OpError::BadRequest(format!("status `{status}` is not one of {}", OUTBOX_STATUSES.join(", "))));
-        }
-        Ok(self.store.list_outbox(user.as_deref(), query.status.as_deref(), query.limit, query.offset).await?)
+        Ok(self.store.list_outbox(user.as_deref(), query.status, query.limit, query.offset).await?)
     }
 
     pub async fn show_outbox(&self, id: i64) -> OpResult<OutboxEntry> {

@@ -13,7 +13,7 @@ use crate::imap::connection::{Credential, ServerSettings, connect};
 use crate::imap::worker::{Credentials, jittered_backoff};
 use crate::ingest::{self, Incoming, Screen, SourceFixup};
 use crate::secrets::{MasterKey, Secret};
-use crate::store::{AttemptEnd, FolderRole, OutgoingJob, RecipientResult, Store, TlsMode, now_ms};
+use crate::store::{AttemptEnd, FolderRole, OutgoingJob, RecipientResult, RecipientState, Store, TlsMode, now_ms};
 
 /// Messages in flight at once.
 const CONCURRENT_SENDS: i64 = 16;
@@ -207,7 +207,7 @@ async fn file_sent_copies(ctx: &SenderContext) -> crate::store::Result<()> {
 
 async fn attempt(ctx: &SenderContext, job: OutgoingJob) {
     let pending: Vec<String> =
-        job.recipients.iter().filter(|r| r.state == "pending").map(|r| r.address.clone()).collect();
+        job.recipients.iter().filter(|r| r.state == RecipientState::Pending).map(|r| r.address.clone()).collect();
     let outcome = ctx.deliver_for(&job, &pending).await;
     let (results, end) = conclude(&job, outcome, &ctx.outbound);
     match &end {
@@ -255,12 +255,12 @@ fn conclude(
                 let Some(r) = results.iter_mut().find(|r| r.address == address) else { continue };
                 match o {
                     RecipientOutcome::Accepted => {
-                        r.state = "accepted".into();
+                        r.state = RecipientState::Accepted;
                         r.reply.clear();
                     }
                     RecipientOutcome::Refused { permanent, reply } => {
                         if permanent {
-                            r.state = "refused".into();
+                            r.state = RecipientState::Refused;
                         }
                         last_reply.clone_from(&reply);
                         r.reply = reply;
@@ -272,22 +272,22 @@ fn conclude(
             }
         }
         Err(failure) => {
-            for r in results.iter_mut().filter(|r| r.state == "pending") {
+            for r in results.iter_mut().filter(|r| r.state == RecipientState::Pending) {
                 if failure.is_permanent() {
-                    r.state = "refused".into();
+                    r.state = RecipientState::Refused;
                 }
                 r.reply.clone_from(&failure.reply);
             }
             last_reply = failure.reply;
         }
     }
-    let accepted = results.iter().any(|r| r.state == "accepted");
-    let pending = results.iter().any(|r| r.state == "pending");
+    let accepted = results.iter().any(|r| r.state == RecipientState::Accepted);
+    let pending = results.iter().any(|r| r.state == RecipientState::Pending);
     let end = if !pending {
         if accepted { AttemptEnd::Sent { reply: last_reply } } else { AttemptEnd::Failed { reply: last_reply } }
     } else if job.attempts >= i64::from(policy.max_attempts) {
-        for r in results.iter_mut().filter(|r| r.state == "pending") {
-            r.state = "refused".into();
+        for r in results.iter_mut().filter(|r| r.state == RecipientState::Pending) {
+            r.state = RecipientState::Refused;
             r.reply = format!("gave up after {} attempts: {}", job.attempts, r.reply);
         }
         if accepted {

@@ -9,7 +9,7 @@ use sqlx::{Any, Row, Transaction};
 use super::crm::{PersonKind, address_keys, address_rows, insert_addresses, queue_relink};
 use super::drop::user_id;
 use super::orgs::{Org, lock_org};
-use super::sql::Value;
+use super::sql::{Value, parse_json};
 use super::{Result, Store, StoreError, now_ms};
 use crate::model::contact::{ConflictPolicy, ContactFields, Direction};
 
@@ -168,7 +168,7 @@ impl Store {
                     interval_secs: r.try_get(8)?,
                     sync_token: r.try_get(9)?,
                     last_sync_at: r.try_get(10)?,
-                    last_result: serde_json::from_str(&r.try_get::<String, _>(11)?).unwrap_or_default(),
+                    last_result: parse_json(&r.try_get::<String, _>(11)?, "contact_sync_configs.last_result")?,
                     last_error: r.try_get(12)?,
                 })
             })
@@ -345,7 +345,7 @@ impl Store {
                     fields: ContactFields {
                         name: r.try_get(2)?,
                         organization: r.try_get(3)?,
-                        ims: serde_json::from_str(&r.try_get::<String, _>(4)?).unwrap_or_default(),
+                        ims: parse_json(&r.try_get::<String, _>(4)?, "contacts.ims")?,
                         address: r.try_get(5)?,
                         ..ContactFields::default()
                     },
@@ -434,7 +434,7 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
         let Some(tags) = tags else { return Ok(()) };
-        let mut tags: Vec<String> = serde_json::from_str(&tags).unwrap_or_default();
+        let mut tags: Vec<String> = parse_json(&tags, "contacts.tags")?;
         if !tags.iter().any(|t| t == tag) {
             tags.push(tag.to_string());
             sqlx::query("UPDATE contacts SET tags = $1 WHERE id = $2")

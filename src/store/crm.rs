@@ -5,12 +5,12 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use super::orgs::{Org, ensure_org, valid_org_name};
-use super::sql::{Value, fetch_by_org_in, insert_rows};
+use super::sql::{Value, fetch_by_org_in, insert_rows, parse_json};
 use super::{Backend, Result, Store, StoreError, conflict_or, now_ms};
 use crate::address::{match_key, normalize_email, normalize_phone};
 
 /// The kinds of CRM record a message can be linked to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EntityKind {
     Lead,
@@ -796,8 +796,8 @@ fn person_from_row(kind: PersonKind, row: &AnyRow) -> Result<Person> {
         },
         source: row.try_get("source")?,
         created_at: row.try_get("created_at")?,
-        tags: serde_json::from_str(&row.try_get::<String, _>("tags")?).unwrap_or_default(),
-        ims: serde_json::from_str(&row.try_get::<String, _>("ims")?).unwrap_or_default(),
+        tags: parse_json(&row.try_get::<String, _>("tags")?, "contacts.tags")?,
+        ims: parse_json(&row.try_get::<String, _>("ims")?, "contacts.ims")?,
         postal_address: row.try_get("postal_address")?,
         owner: row.try_get("owner")?,
     })

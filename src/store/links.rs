@@ -175,15 +175,72 @@ pub enum LinkTarget {
     Thread(i64),
 }
 
+/// How a link came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkOrigin {
+    /// The message carries one of the record's addresses.
+    Address,
+    /// The message's thread is linked to the record.
+    Thread,
+    /// A person linked or unlinked it.
+    Manual,
+}
+
+/// Whether a link holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkState {
+    Active,
+    /// A person unlinked it; sticky: nothing links it again automatically.
+    Dissociated,
+}
+
 /// One link of a message, as listings show it.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct LinkView {
-    pub entity_kind: String,
+    pub entity_kind: EntityKind,
     pub entity_id: i64,
-    /// `address`, `thread` or `manual`.
-    pub origin: String,
-    /// `active` or `dissociated` (a person unlinked it; sticky).
-    pub state: String,
+    pub origin: LinkOrigin,
+    pub state: LinkState,
+}
+
+impl LinkOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkOrigin::Address => "address",
+            LinkOrigin::Thread => "thread",
+            LinkOrigin::Manual => "manual",
+        }
+    }
+}
+
+impl LinkState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Active => "active",
+            LinkState::Dissociated => "dissociated",
+        }
+    }
+}
+
+impl LinkView {
+    /// A link row's columns; an unknown value is corruption.
+    pub(crate) fn from_columns(entity_kind: &str, entity_id: i64, origin: &str, state: &str) -> Result<LinkView> {
+        let corrupt = |column: &str, value: &str| StoreError::Invalid(format!("a link's {column} is {value:?}"));
+        Ok(LinkView {
+            entity_kind: EntityKind::parse(entity_kind).ok_or_else(|| corrupt("entity kind", entity_kind))?,
+            entity_id,
+            origin: [LinkOrigin::Address, LinkOrigin::Thread, LinkOrigin::Manual]
+                .into_iter()
+                .find(|o| o.as_str() == origin)
+                .ok_or_else(|| corrupt("origin", origin))?,
+            state: [LinkState::Active, LinkState::Dissociated]
+                .into_iter()
+                .find(|s| s.as_str() == state)
+                .ok_or_else(|| corrupt("state", state))?,
+        })
+    }
 }
 
 /// What a link or unlink changed.

@@ -546,12 +546,12 @@ impl Store {
 }
 
 fn link_from_row(row: &AnyRow) -> Result<LinkView> {
-    Ok(LinkView {
-        entity_kind: row.try_get("entity_kind")?,
-        entity_id: row.try_get("entity_id")?,
-        origin: row.try_get("origin")?,
-        state: row.try_get("state")?,
-    })
+    LinkView::from_columns(
+        &row.try_get::<String, _>("entity_kind")?,
+        row.try_get("entity_id")?,
+        &row.try_get::<String, _>("origin")?,
+        &row.try_get::<String, _>("state")?,
+    )
 }
 
 fn folder_from_row(row: &AnyRow) -> Result<Folder> {

@@ -28,10 +28,13 @@ pub use copy::{CopySummary, TableCount};
 pub use crm::*;
 pub use dialect::Backend;
 pub use drop::{DropAddress, DropDelivery, DropOutcome, DropReceipt, DropUser};
-pub use links::{LinkChange, LinkRequest, LinkTarget, LinkView, one_entity};
+pub use links::{LinkChange, LinkOrigin, LinkRequest, LinkState, LinkTarget, LinkView, one_entity};
 pub use mail::*;
 pub use orgs::{AutoCreate, OrgSettings};
-pub use outbox::{AttemptEnd, NewOutgoing, OutboxEntry, OutgoingJob, PendingSentCopy, RecipientResult, Sender};
+pub use outbox::{
+    AttemptEnd, NewOutgoing, OutboxEntry, OutboxStatus, OutgoingJob, PendingSentCopy, RecipientResult, RecipientState,
+    Sender,
+};
 pub use stats::{ContactSyncStats, StoreStats};
 
 use std::sync::Arc;

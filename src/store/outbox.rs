@@ -9,6 +9,7 @@ use sqlx::any::AnyRow;
 use super::crm::EntityKind;
 use super::ingest::{MessageSource, store_messages};
 use super::links::{entity_org, link_in};
+use super::sql::parse_json;
 use super::{Result, Store, StoreError, now_ms};
 use crate::model::message::ParsedMessage;
 
@@ -32,11 +33,60 @@ pub struct Sender {
     pub name: String,
 }
 
+/// Where an outgoing message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxStatus {
+    /// Waiting for its (next) attempt.
+    Queued,
+    /// Claimed by a sender; an SMTP transaction may be under way.
+    Sending,
+    Sent,
+    Failed,
+}
+
+impl OutboxStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Queued => "queued",
+            OutboxStatus::Sending => "sending",
+            OutboxStatus::Sent => "sent",
+            OutboxStatus::Failed => "failed",
+        }
+    }
+
+    /// The status a stored `outbox.status` names; anything else is corruption.
+    fn parse(stored: &str) -> Result<OutboxStatus> {
+        [OutboxStatus::Queued, OutboxStatus::Sending, OutboxStatus::Sent, OutboxStatus::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == stored)
+            .ok_or_else(|| StoreError::Invalid(format!("outbox.status holds an unknown status {stored:?}")))
+    }
+}
+
+/// What became of one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RecipientState {
+    Pending,
+    Accepted,
+    Refused,
+}
+
+impl RecipientState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecipientState::Pending => "pending",
+            RecipientState::Accepted => "accepted",
+            RecipientState::Refused => "refused",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecipientResult {
     pub address: String,
-    /// `pending`, `accepted` or `refused`.
-    pub state: String,
+    pub state: RecipientState,
     /// The server's reply for a refused recipient.
     #[serde(default)]
     pub reply: String,
@@ -57,8 +107,7 @@ pub struct OutboxEntry {
     pub id: i64,
     pub user: String,
     pub message_id: String,
-    /// `queued`, `sending`, `sent` or `failed`.
-    pub status: String,
+    pub status: OutboxStatus,
     pub attempts: i64,
     pub next_attempt_at: i64,
     /// The last server reply (or connection error) seen.
@@ -168,7 +217,7 @@ impl Store {
         let results: Vec<RecipientResult> = new
             .recipients
             .iter()
-            .map(|a| RecipientResult { address: a.clone(), state: "pending".into(), reply: String::new() })
+            .map(|a| RecipientResult { address: a.clone(), state: RecipientState::Pending, reply: String::new() })
             .collect();
         let (link_kind, link_id) = new.link.map_or(("", 0), |(k, id)| (k.as_str(), id));
         let id: i64 = sqlx::query_scalar(concat!(
@@ -206,7 +255,7 @@ impl Store {
     pub async fn list_outbox(
         &self,
         user: Option<&str>,
-        status: Option<&str>,
+        status: Option<OutboxStatus>,
         limit: i64,
         offset: i64,
     ) -> Result<Vec<OutboxEntry>> {
@@ -216,7 +265,7 @@ impl Store {
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(user.unwrap_or(""))
-            .bind(status.unwrap_or(""))
+            .bind(status.map_or("", OutboxStatus::as_str))
             .bind(limit)
             .bind(offset)
             .fetch_all(&self.pool)
@@ -255,7 +304,7 @@ impl Store {
                 user_id: row.try_get("user_id")?,
                 envelope_from: row.try_get("envelope_from")?,
                 raw: row.try_get("raw")?,
-                recipients: parse_json(&row.try_get::<String, _>("recipient_results")?)?,
+                recipients: parse_json(&row.try_get::<String, _>("recipient_results")?, "outbox.recipient_results")?,
                 attempts: row.try_get::<i64, _>("attempts")? + 1,
             });
         }
@@ -285,7 +334,7 @@ impl Store {
         .await?;
         let mut stored: i64 = row.try_get("stored_message")?;
         let mut sent_copy = None;
-        if stored == 0 && results.iter().any(|r| r.state == "accepted") {
+        if stored == 0 && results.iter().any(|r| r.state == RecipientState::Accepted) {
             let source = MessageSource {
                 org_id: row.try_get("org_id")?,
                 org_name: row.try_get("org_name")?,
@@ -310,16 +359,16 @@ impl Store {
             sent_copy = Some(if provider_files_it { "provider" } else { "pending" });
         }
         let (status, reply, next_at, sent_at) = match end {
-            AttemptEnd::Sent { reply } => ("sent", reply, 0, now),
-            AttemptEnd::Retry { at, reply } => ("queued", reply, *at, 0),
-            AttemptEnd::Failed { reply } => ("failed", reply, 0, 0),
+            AttemptEnd::Sent { reply } => (OutboxStatus::Sent, reply, 0, now),
+            AttemptEnd::Retry { at, reply } => (OutboxStatus::Queued, reply, *at, 0),
+            AttemptEnd::Failed { reply } => (OutboxStatus::Failed, reply, 0, 0),
         };
         sqlx::query(concat!(
             "UPDATE outbox SET status = $1, last_reply = $2, next_attempt_at = $3, ",
             "sent_at = CASE WHEN $4 > 0 THEN $4 ELSE sent_at END, recipient_results = $5, stored_message = $6, ",
             "sent_copy = CASE WHEN $7 <> '' THEN $7 ELSE sent_copy END, updated_at = $8 WHERE id = $9"
         ))
-        .bind(status)
+        .bind(status.as_str())
         .bind(reply)
         .bind(next_at)
         .bind(sent_at)
@@ -382,20 +431,16 @@ fn json<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T> {
-    serde_json::from_str(text).map_err(|e| StoreError::Invalid(format!("unreadable outbox row: {e}")))
-}
-
 fn entry_from_row(row: &AnyRow) -> Result<OutboxEntry> {
     Ok(OutboxEntry {
         id: row.try_get("id")?,
         user: row.try_get("user_email")?,
         message_id: row.try_get("message_id")?,
-        status: row.try_get("status")?,
+        status: OutboxStatus::parse(&row.try_get::<String, _>("status")?)?,
         attempts: row.try_get("attempts")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
         last_reply: row.try_get("last_reply")?,
-        recipients: parse_json(&row.try_get::<String, _>("recipient_results")?)?,
+        recipients: parse_json(&row.try_get::<String, _>("recipient_results")?, "outbox.recipient_results")?,
         sent_copy: row.try_get("sent_copy")?,
         stored_message: row.try_get("stored_message")?,
         created_at: row.try_get("created_at")?,

@@ -78,3 +78,9 @@ pub(crate) async fn insert_rows<const N: usize>(
     }
     Ok(returned)
 }
+
+/// A JSON column's text read into `T`. Text that does not parse is corruption, reported
+/// with `what` it belongs to, never read as an empty value.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| super::StoreError::Invalid(format!("{what} holds unreadable JSON: {e}")))
+}

@@ -44,7 +44,8 @@ impl Store {
         .await?
         .iter()
         .map(|r| {
-            let result: serde_json::Value = serde_json::from_str(&r.try_get::<String, _>(3)?).unwrap_or_default();
+            let result: serde_json::Value =
+                super::sql::parse_json(&r.try_get::<String, _>(3)?, "contact_sync_configs.last_result")?;
             let counts = result
                 .as_object()
                 .into_iter()
