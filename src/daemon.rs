@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
@@ -54,11 +55,12 @@ pub async fn run(mut config: Config, config_path: Option<std::path::PathBuf>) ->
         .with_context(|| format!("cannot listen for the API on {}", config.api.listen))?;
     let api_addr = listener.local_addr()?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let shared_config = Arc::new(std::sync::RwLock::new(Arc::new(config.clone())));
     let relink = Arc::new(tokio::sync::Notify::new());
     let relink_poll = Duration::from_millis(config.sync.account_check_ms);
-    let relinker_task = tokio::spawn(crate::relinker::run(store.clone(), relink.clone(), relink_poll, stop_rx.clone()));
+    let relinker_task =
+        tokio::spawn(crate::relinker::run(store.clone(), relink.clone(), relink_poll, shutdown.clone()));
     let outbox = Arc::new(tokio::sync::Notify::new());
     let mut services = Services {
         store: store.clone(),
@@ -77,20 +79,15 @@ pub async fn run(mut config: Config, config_path: Option<std::path::PathBuf>) ->
         key.clone(),
         format!("{}:{api_addr}", std::process::id()),
         Duration::from_millis(config.sync.account_check_ms),
-        stop_rx.clone(),
+        shutdown.clone(),
     ));
     let ops = crate::ops::Ops::for_daemon(store.clone(), shared_config.clone(), key, relink, outbox);
     let app = api::router(AppState { ops, tokens });
-    let mut api_stop = stop_rx.clone();
-    let api_task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = api_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let api_task = tokio::spawn(
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future(),
+    );
     let watchdog_task =
-        systemd::watchdog_interval().map(|every| tokio::spawn(watchdog(store.clone(), every, stop_rx.clone())));
+        systemd::watchdog_interval().map(|every| tokio::spawn(watchdog(store.clone(), every, shutdown.clone())));
 
     tracing::info!(api = %api_addr, database = %crate::store::redact_url(&config.database.url), "mailsync running");
     systemd::notify(&format!("READY=1\nSTATUS=serving API on {api_addr}"));
@@ -114,7 +111,7 @@ pub async fn run(mut config: Config, config_path: Option<std::path::PathBuf>) ->
         }
     }
     systemd::notify("STOPPING=1");
-    let _ = stop_tx.send(true);
+    shutdown.cancel();
     match tokio::time::timeout(SHUTDOWN_GRACE, api_task).await {
         Ok(Ok(Ok(()))) => {}
         Ok(Ok(Err(e))) => tracing::warn!(error = %e, "API server ended with an error"),
@@ -137,23 +134,24 @@ pub async fn run(mut config: Config, config_path: Option<std::path::PathBuf>) ->
 /// it while the others run on.
 struct Task {
     name: &'static str,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     handle: tokio::task::JoinHandle<()>,
 }
 
 impl Task {
-    fn spawn<F>(name: &'static str, run: impl FnOnce(watch::Receiver<bool>) -> F) -> Task
+    fn spawn<F>(name: &'static str, run: impl FnOnce(CancellationToken) -> F) -> Task
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        let (stop, stop_rx) = watch::channel(false);
-        Task { name, stop, handle: tokio::spawn(run(stop_rx)) }
+        let stop = CancellationToken::new();
+        let span = tracing::info_span!("component", component = name);
+        Task { name, stop: stop.clone(), handle: tokio::spawn(run(stop).instrument(span)) }
     }
 
     /// Signals the stop and waits for in-flight work (a sync batch, a send) up to the grace
     /// period.
     async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.cancel();
         match tokio::time::timeout(SHUTDOWN_GRACE, self.handle).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(component = self.name, error = %e, "task ended abnormally"),
@@ -210,7 +208,7 @@ impl Services {
         let tasks: Vec<Task> =
             [self.bcc_drop.take(), self.supervisor.take(), self.sender.take()].into_iter().flatten().collect();
         for task in &tasks {
-            let _ = task.stop.send(true);
+            task.stop.cancel();
         }
         for task in tasks {
             task.stop().await;
@@ -300,12 +298,12 @@ async fn reload(running: &mut Config, path: Option<&std::path::Path>, services: 
 
 /// Pings systemd's watchdog only while the store answers: a daemon that cannot reach its
 /// store is restarted by systemd rather than left pretending to work.
-async fn watchdog(store: Store, every: Duration, mut stop: watch::Receiver<bool>) {
+async fn watchdog(store: Store, every: Duration, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
         }
         match tokio::time::timeout(every, store.ping()).await {
             Ok(Ok(())) => systemd::notify("WATCHDOG=1"),

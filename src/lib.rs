@@ -21,6 +21,7 @@ pub mod ops;
 pub mod outbound;
 pub mod progress;
 pub mod relinker;
+pub mod retry;
 pub mod secrets;
 pub mod status;
 pub mod store;

@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
 
@@ -13,7 +14,7 @@ const JOBS_PER_ROUND: i64 = 500;
 
 /// Runs until `stop`: wakes on `wake` (the API just queued work) or every `poll` (work
 /// queued by the CLI or another daemon), then empties the queue.
-pub async fn run(store: Store, wake: Arc<Notify>, poll: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(store: Store, wake: Arc<Notify>, poll: Duration, stop: CancellationToken) {
     let mut failures = 0u32;
     loop {
         // A round runs in its own task so that a panic ends the round, not the relinker.
@@ -37,7 +38,7 @@ pub async fn run(store: Store, wake: Arc<Notify>, poll: Duration, mut stop: watc
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(pause) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
         }
     }
 }

@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::config::SyncConfig;
 use crate::imap::SyncError;
@@ -21,9 +23,12 @@ use crate::store::{Account, Store};
 
 struct Running {
     generation: i64,
-    stop: watch::Sender<bool>,
+    stop: CancellationToken,
     task: JoinHandle<()>,
 }
+
+/// How long a stopping worker gets to finish its in-flight commit.
+const WORKER_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Supervisor {
     store: Store,
@@ -33,6 +38,8 @@ pub struct Supervisor {
     /// -9 takes its accounts straight back), distinct between daemons.
     owner: String,
     workers: HashMap<i64, Running>,
+    /// Every worker task, so that shutdown waits for all of them at once.
+    tracker: TaskTracker,
     /// Accounts that cannot start as they are (e.g. undecryptable secret), by generation.
     refused: HashMap<i64, i64>,
 }
@@ -42,10 +49,18 @@ impl Supervisor {
     pub fn new(store: Store, key: Arc<MasterKey>, config: SyncConfig, instance: &str) -> Self {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let owner = format!("{}/{instance}", host.trim());
-        Supervisor { store, key, config, owner, workers: HashMap::new(), refused: HashMap::new() }
+        Supervisor {
+            store,
+            key,
+            config,
+            owner,
+            workers: HashMap::new(),
+            tracker: TaskTracker::new(),
+            refused: HashMap::new(),
+        }
     }
 
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let interval = Duration::from_millis(self.config.account_check_ms.max(50));
         let lease_ms = self.config.lease_secs.max(1) as i64 * 1000;
         // Renew well before expiry; config validation keeps this above the check interval.
@@ -57,12 +72,21 @@ impl Supervisor {
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.wait_for(|s| *s) => break,
+                _ = shutdown.cancelled() => break,
             }
         }
-        let ids: Vec<i64> = self.workers.keys().copied().collect();
-        for id in ids {
-            self.stop(id).await;
+        // Every worker is told at once and they get one grace period together (a
+        // thousand accounts must not take a thousand grace periods).
+        for worker in self.workers.values() {
+            worker.stop.cancel();
+        }
+        self.tracker.close();
+        if tokio::time::timeout(WORKER_GRACE, self.tracker.wait()).await.is_err() {
+            tracing::warn!("some workers did not stop within the grace period");
+        }
+        for (id, worker) in self.workers.drain() {
+            worker.task.abort();
+            let _ = self.store.release_account(id, &self.owner).await;
         }
     }
 
@@ -133,17 +157,18 @@ impl Supervisor {
             }
         };
         self.refused.remove(&account.id);
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run_account(Arc::new(context), stopped));
+        let stop = CancellationToken::new();
+        let span = tracing::info_span!("account", account = account.id);
+        let task = self.tracker.spawn(run_account(Arc::new(context), stop.clone()).instrument(span));
         tracing::info!(account = account.id, email = %account.email, "worker started");
         self.workers.insert(account.id, Running { generation: account.generation, stop, task });
     }
 
     async fn stop(&mut self, account_id: i64) {
         let Some(worker) = self.workers.remove(&account_id) else { return };
-        let _ = worker.stop.send(true);
+        worker.stop.cancel();
         let abort = worker.task.abort_handle();
-        if tokio::time::timeout(Duration::from_secs(5), worker.task).await.is_err() {
+        if tokio::time::timeout(WORKER_GRACE, worker.task).await.is_err() {
             abort.abort();
         }
         let _ = self.store.release_account(account_id, &self.owner).await;

@@ -22,8 +22,9 @@ use std::time::Duration;
 use anyhow::Context;
 use futures_util::FutureExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use self::session::{Ending, Envelope, Mailroom, Reply, Session, SessionConfig};
 use self::verify::{AuthVerdict, Transport, Verifier};
@@ -77,11 +78,11 @@ impl Listener {
 
     /// Accepts connections until `stop`; each session is a task of its own, so a panic
     /// in one (its client then sees the connection drop, no 250) touches no other.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(self, stop: CancellationToken) {
         loop {
             let accepted = tokio::select! {
                 accepted = self.listener.accept() => accepted,
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.cancelled() => return,
             };
             let (stream, peer) = match accepted {
                 Ok(accepted) => accepted,

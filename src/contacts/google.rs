@@ -153,7 +153,8 @@ impl GooglePeople {
             if (status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE)
                 && attempt < ATTEMPTS
             {
-                let wait = retry_after.map(Duration::from_secs).unwrap_or(Duration::from_millis(500 << attempt));
+                let backoff = crate::retry::delay(Duration::from_millis(500), Duration::from_secs(60), attempt);
+                let wait = retry_after.map(Duration::from_secs).unwrap_or(backoff);
                 tracing::info!(
                     url,
                     status = status.as_u16(),

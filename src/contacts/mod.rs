@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::model::contact::FIELDS;
 pub use crate::model::contact::{ConflictPolicy, ContactFields, Direction, Field, e164};
@@ -209,18 +209,12 @@ async fn sync_with_provider(
 /// The daemon's contacts-sync task: runs each configuration when its interval has passed
 /// or a run was requested, one user at a time, under a lease so that daemons sharing a
 /// database never run one user's sync twice at once.
-pub async fn run_scheduler(
-    store: Store,
-    key: Arc<MasterKey>,
-    owner: String,
-    poll: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run_scheduler(store: Store, key: Arc<MasterKey>, owner: String, poll: Duration, stop: CancellationToken) {
     loop {
         match store.contact_sync_configs(None).await {
             Ok(configs) => {
                 for config in configs {
-                    if *stop.borrow() {
+                    if stop.is_cancelled() {
                         return;
                     }
                     match store.claim_contact_sync(config.user_id, &owner, LEASE.as_millis() as i64, false).await {
@@ -236,7 +230,7 @@ pub async fn run_scheduler(
         }
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.cancelled() => return,
         }
     }
 }

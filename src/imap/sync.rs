@@ -14,6 +14,7 @@ use super::error::{ErrorClass, SyncError};
 use super::fetch::{FetchedBatch, fetch_batch};
 use crate::ingest::{self, Screen};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::store::{BatchOutcome, Cursor, Folder, FolderBatch, FolderRole, SkippedMessage, Store, StoreError};
 
@@ -64,12 +65,7 @@ impl FolderSync {
         let mut folder = store.ensure_folder(account_id, role, name).await?;
         let ensure_ms = started.elapsed().as_millis() as u64;
         let mailbox = select(conn, name).await?;
-        tracing::debug!(
-            folder = name,
-            ensure_ms,
-            select_ms = started.elapsed().as_millis() as u64 - ensure_ms,
-            "selected"
-        );
+        tracing::debug!(name, ensure_ms, select_ms = started.elapsed().as_millis() as u64 - ensure_ms, "selected");
         let uidvalidity =
             i64::from(mailbox.uid_validity.ok_or_else(|| {
                 SyncError::new(ErrorClass::Protocol, format!("SELECT {name} returned no UIDVALIDITY"))
@@ -77,8 +73,7 @@ impl FolderSync {
         if folder.uidvalidity != uidvalidity {
             if folder.uidvalidity != 0 {
                 tracing::warn!(
-                    account = account_id,
-                    folder = name,
+                    name,
                     old = folder.uidvalidity,
                     new = uidvalidity,
                     "UIDVALIDITY changed; resyncing the folder (messages are matched by Message-ID)"
@@ -240,7 +235,7 @@ impl FolderSync {
             .filter(|&u| u <= self.folder.synced_high_uid && u32::try_from(u).is_ok_and(|u| !server.contains(&u)))
             .collect();
         if !gone.is_empty() {
-            tracing::info!(folder = %self.folder.name, count = gone.len(), "messages removed from the server folder");
+            tracing::info!(name = %self.folder.name, count = gone.len(), "messages removed from the server folder");
             self.store.mark_removed(self.folder.id, self.folder.uidvalidity, &gone).await?;
         }
         self.folder.server_messages = server.len() as i64;
@@ -302,15 +297,18 @@ impl FolderSync {
         self.folder.uidnext = cursor.uidnext;
         let store = self.store.clone();
         let folder = self.folder.name.clone();
-        self.pending = Some(tokio::spawn(async move {
-            let started = std::time::Instant::now();
-            let outcome = ingest::commit_folder_batch(&store, &batch).await?;
-            let commit_ms = started.elapsed().as_millis() as u64;
-            tracing::debug!(folder = %folder, new = outcome.new_message_ids.len(), duplicates = outcome.duplicates,
+        self.pending = Some(tokio::spawn(
+            async move {
+                let started = std::time::Instant::now();
+                let outcome = ingest::commit_folder_batch(&store, &batch).await?;
+                let commit_ms = started.elapsed().as_millis() as u64;
+                tracing::debug!(name = %folder, new = outcome.new_message_ids.len(), duplicates = outcome.duplicates,
                 skipped = batch.skipped.len(), high = batch.cursor.synced_high_uid, low = batch.cursor.synced_low_uid,
                 commit_ms, "batch committed");
-            Ok(outcome)
-        }));
+                Ok(outcome)
+            }
+            .in_current_span(),
+        ));
         Ok(())
     }
 

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use async_imap::extensions::idle::IdleResponse;
 use imap_proto::{MailboxDatum, Response};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::retry::Backoff;
 
 use super::connection::{Connection, Credential, ServerSettings, connect, drain_unsolicited};
 use super::error::{ErrorClass, SyncError};
@@ -68,13 +71,16 @@ pub struct WorkerContext {
 }
 
 /// Runs the account until `shutdown` turns true.
-pub async fn run_account(ctx: Arc<WorkerContext>, shutdown: watch::Receiver<bool>) {
-    let sent = tokio::spawn(run_folder(ctx.clone(), FolderRole::Sent, shutdown.clone()));
-    run_folder(ctx.clone(), FolderRole::Inbox, shutdown).await;
+pub async fn run_account(ctx: Arc<WorkerContext>, shutdown: CancellationToken) {
+    // Each folder's logs carry its span, inside the supervisor's span of the account.
+    let span = |role: FolderRole| tracing::info_span!("folder", folder = role.as_str());
+    let sent =
+        tokio::spawn(run_folder(ctx.clone(), FolderRole::Sent, shutdown.clone()).instrument(span(FolderRole::Sent)));
+    run_folder(ctx.clone(), FolderRole::Inbox, shutdown).instrument(span(FolderRole::Inbox)).await;
     if let Err(e) = sent.await
         && e.is_panic()
     {
-        tracing::error!(account = ctx.account_id, "Sent folder task panicked");
+        tracing::error!("Sent folder task panicked");
     }
 }
 
@@ -83,21 +89,21 @@ enum Exit {
     NoFolder,
 }
 
-async fn run_folder(ctx: Arc<WorkerContext>, role: FolderRole, mut shutdown: watch::Receiver<bool>) {
+async fn run_folder(ctx: Arc<WorkerContext>, role: FolderRole, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_secs(1), ctx.backoff_max);
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_cancelled() {
             return;
         }
-        let wait = match session(&ctx, role, &mut shutdown, &mut backoff).await {
+        let wait = match session(&ctx, role, &shutdown, &mut backoff).await {
             Ok(Exit::Shutdown) => return,
             Ok(Exit::NoFolder) => {
-                tracing::info!(account = ctx.account_id, "the server has no Sent folder; syncing INBOX only");
+                tracing::info!("the server has no Sent folder; syncing INBOX only");
                 report_note(&ctx, "the server has no Sent folder; only INBOX is synced").await;
                 return;
             }
             Err(e) => {
-                tracing::warn!(account = ctx.account_id, folder = role.as_str(), class = %e.class, error = %e.detail, "sync failed");
+                tracing::warn!(class = %e.class, error = %e.detail, "sync failed");
                 crate::metrics::imap_error(e.class);
                 report(&ctx, "error", Some(&e)).await;
                 if e.is_transient() {
@@ -111,7 +117,7 @@ async fn run_folder(ctx: Arc<WorkerContext>, role: FolderRole, mut shutdown: wat
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = shutdown.cancelled() => return,
         }
     }
 }
@@ -119,7 +125,7 @@ async fn run_folder(ctx: Arc<WorkerContext>, role: FolderRole, mut shutdown: wat
 async fn session(
     ctx: &WorkerContext,
     role: FolderRole,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &CancellationToken,
     backoff: &mut Backoff,
 ) -> Result<Exit, SyncError> {
     report(ctx, "connecting", None).await;
@@ -138,12 +144,7 @@ async fn session(
     crate::metrics::imap_connection();
     let connect_ms = connecting.elapsed().as_millis() as u64;
     let names = find_folders(&mut conn.session).await?;
-    tracing::debug!(
-        account = ctx.account_id,
-        connect_ms,
-        list_ms = connecting.elapsed().as_millis() as u64 - connect_ms,
-        "connected"
-    );
+    tracing::debug!(connect_ms, list_ms = connecting.elapsed().as_millis() as u64 - connect_ms, "connected");
     let name = match role {
         FolderRole::Inbox => names.inbox,
         FolderRole::Sent => match names.sent {
@@ -158,7 +159,7 @@ async fn session(
     backoff.reset();
     report(ctx, "idle", None).await;
     let (bytes_in, bytes_out) = conn.timeouts.bytes();
-    tracing::info!(account = ctx.account_id, folder = %name, stored = sync.stored, commands = sync.commands,
+    tracing::info!(name = %name, stored = sync.stored, commands = sync.commands,
         bytes_in, bytes_out, elapsed_ms = started.elapsed().as_millis() as u64, idle = conn.caps.idle, "folder in sync");
     loop {
         let (next, wake) = if conn.caps.idle {
@@ -190,7 +191,7 @@ struct Wake {
 async fn idle(
     conn: Connection,
     renew: Duration,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &CancellationToken,
 ) -> Result<(Option<Connection>, Wake), SyncError> {
     let Connection { session, timeouts, caps } = conn;
     let mut handle = session.idle();
@@ -201,7 +202,7 @@ async fn idle(
         let (wait, _interrupt) = handle.wait_with_timeout(renew);
         tokio::select! {
             r = tokio::time::timeout(renew, wait) => Some(r),
-            _ = shutdown.wait_for(|s| *s) => None,
+            _ = shutdown.cancelled() => None,
         }
     };
     timeouts.restore();
@@ -228,11 +229,11 @@ async fn idle(
 async fn poll(
     mut conn: Connection,
     interval: Duration,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &CancellationToken,
 ) -> Result<(Option<Connection>, Wake), SyncError> {
     tokio::select! {
         _ = tokio::time::sleep(interval) => {}
-        _ = shutdown.wait_for(|s| *s) => return Ok((None, Wake::default())),
+        _ = shutdown.cancelled() => return Ok((None, Wake::default())),
     }
     conn.session.noop().await?;
     let news = drain_unsolicited(&conn.session);
@@ -245,65 +246,12 @@ async fn report(ctx: &WorkerContext, state: &str, error: Option<&SyncError>) {
         None => ("", String::new()),
     };
     if let Err(e) = ctx.store.set_account_state(ctx.account_id, state, class, &message).await {
-        tracing::warn!(account = ctx.account_id, error = %e, "cannot record account state");
+        tracing::warn!(error = %e, "cannot record account state");
     }
 }
 
 async fn report_note(ctx: &WorkerContext, note: &str) {
     if let Err(e) = ctx.store.set_account_note(ctx.account_id, note).await {
-        tracing::warn!(account = ctx.account_id, error = %e, "cannot record account note");
-    }
-}
-
-/// Jittered exponential backoff: 1 s, 2 s, 4 s ... up to `max`, each +-20%.
-#[derive(Debug)]
-pub struct Backoff {
-    base: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(base: Duration, max: Duration) -> Self {
-        Backoff { base, max, attempt: 0 }
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let delay = jittered_backoff(self.base, self.max, self.attempt);
-        self.attempt += 1;
-        delay
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-/// `base * 2^attempt`, capped at `max`, times a random factor in 0.8..1.2 so that many
-/// clients failing together do not retry together.
-pub fn jittered_backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
-    let capped = base.saturating_mul(1u32 << attempt.min(16)).min(max);
-    let mut r = [0u8; 2];
-    let _ = crate::secrets::random_bytes(&mut r);
-    let jitter = 0.8 + 0.4 * f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX);
-    capped.mul_f64(jitter)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
-        let first = b.next_delay();
-        assert!(first >= Duration::from_millis(800) && first <= Duration::from_millis(1200), "{first:?}");
-        let second = b.next_delay();
-        assert!(second >= Duration::from_millis(1600), "{second:?}");
-        for _ in 0..20 {
-            assert!(b.next_delay() <= Duration::from_secs(72));
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(1200));
+        tracing::warn!(error = %e, "cannot record account note");
     }
 }

@@ -4,14 +4,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::smtp::{RecipientOutcome, SmtpAuth, SmtpFailure, SmtpTarget, deliver};
 use crate::config::{Config, OutboundConfig, RelayTls, SyncConfig};
 use crate::imap::connection::{Credential, ServerSettings, connect};
-use crate::imap::worker::{Credentials, jittered_backoff};
+use crate::imap::worker::Credentials;
 use crate::ingest::{self, Incoming, Screen, SourceFixup};
+use crate::retry::{self, Backoff};
 use crate::secrets::{MasterKey, Secret};
 use crate::store::{AttemptEnd, FolderRole, OutgoingJob, RecipientResult, RecipientState, Store, TlsMode, now_ms};
 
@@ -138,7 +140,7 @@ impl SenderContext {
 /// Runs until `stop`: keeps up to [`CONCURRENT_SENDS`] attempts in flight, claiming due
 /// messages as slots free up; when idle, files Sent copies and waits for `wake` (the API
 /// queued mail), a finished attempt, or `outbound.poll_ms`.
-pub async fn run(ctx: Arc<SenderContext>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+pub async fn run(ctx: Arc<SenderContext>, wake: Arc<Notify>, stop: CancellationToken) {
     let poll = Duration::from_millis(ctx.outbound.poll_ms);
     let stale_ms = i64::try_from(ctx.outbound.stale_sending_secs * 1000).unwrap_or(i64::MAX);
     // Each attempt is its own task: a panic costs that message's attempt (claimed again
@@ -174,7 +176,7 @@ pub async fn run(ctx: Arc<SenderContext>, wake: Arc<Notify>, mut stop: watch::Re
             }
             _ = wake.notified() => false,
             _ = tokio::time::sleep(poll) => false,
-            _ = stop.wait_for(|s| *s) => true,
+            _ = stop.cancelled() => true,
         };
         if stopping {
             while in_flight.join_next().await.is_some() {}
@@ -225,17 +227,16 @@ async fn attempt(ctx: &SenderContext, job: OutgoingJob) {
     let unscreened = Screen { max_recipients: u32::MAX };
     let sent = ingest::prepare(Incoming::Whole(&job.raw), &unscreened, SourceFixup::EnvelopeRecipients(&envelope));
     // A busy store is waited for: an unrecorded success would be sent again.
-    let mut tries = 0;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     while let Err(e) = ctx.store.finish_attempt(&job, &results, &end, &sent.message).await {
-        tries += 1;
-        if !e.is_transient() || tries >= 10 {
+        if !e.is_transient() || backoff.attempts() >= 10 {
             // The row stays `sending` and is claimed again once stale: it may go out
             // twice, the documented window (see the module docs of `outbound`).
             tracing::error!(outbox = job.id, error = %e, "could not record a send attempt");
             return;
         }
         tracing::warn!(outbox = job.id, error = %e, "recording a send attempt failed; retrying");
-        tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 
@@ -304,11 +305,8 @@ fn conclude(
 /// When the next try is due (unix ms) after `failures` earlier failed ones: the outbound
 /// schedule, doubling from `retry_base_secs` up to `retry_max_secs`, jittered.
 fn retry_at(policy: &OutboundConfig, failures: u32) -> i64 {
-    let delay = jittered_backoff(
-        Duration::from_secs(policy.retry_base_secs),
-        Duration::from_secs(policy.retry_max_secs),
-        failures,
-    );
+    let delay =
+        retry::delay(Duration::from_secs(policy.retry_base_secs), Duration::from_secs(policy.retry_max_secs), failures);
     now_ms().saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX))
 }
 
