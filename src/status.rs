@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::store::{Result, Store};
+use crate::store::{AccountState, Result, Store};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Status {
@@ -15,7 +15,7 @@ pub struct AccountStatus {
     pub id: i64,
     pub email: String,
     pub org: String,
-    pub state: String,
+    pub state: AccountState,
     pub error_class: String,
     pub error_message: String,
     pub error_at: i64,

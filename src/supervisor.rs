@@ -19,7 +19,7 @@ use crate::imap::sync::SyncOptions;
 use crate::imap::worker::{Credentials, WorkerContext, run_account};
 use crate::ingest::Screen;
 use crate::secrets::MasterKey;
-use crate::store::{Account, Store};
+use crate::store::{Account, AccountState, Store};
 
 struct Running {
     generation: i64,
@@ -151,7 +151,8 @@ impl Supervisor {
             Ok(context) => context,
             Err(e) => {
                 tracing::error!(account = account.id, class = %e.class, error = %e.detail, "cannot start worker");
-                let _ = self.store.set_account_state(account.id, "error", e.class.as_str(), &e.message()).await;
+                let _ =
+                    self.store.set_account_state(account.id, AccountState::Error, e.class.as_str(), &e.message()).await;
                 self.refused.insert(account.id, account.generation);
                 return;
             }

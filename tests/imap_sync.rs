@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::*;
-use mailsync::store::Store;
+use mailsync::store::{AccountState, Store};
 
 fn many_recipients(n: usize) -> String {
     (0..n).map(|i| format!("r{i}@bulk.example")).collect::<Vec<_>>().join(", ")
@@ -172,7 +172,7 @@ async fn lmtp_delivery_during_idle_is_stored_within_a_second() {
     wait_initial_sync(&store, account, 2).await;
     // Let both folder connections settle into IDLE.
     poll_async(SYNC_DEADLINE, "account idle", || async {
-        (store.account(account).await.ok()?.state == "idle").then_some(())
+        (store.account(account).await.ok()?.state == AccountState::Idle).then_some(())
     })
     .await;
 
@@ -356,7 +356,7 @@ async fn each_failure_is_classified_and_other_accounts_keep_syncing() {
             (a.error_class == class).then_some(a)
         })
         .await;
-        assert_eq!(account.state, "error");
+        assert_eq!(account.state, AccountState::Error);
         assert!(account.error_message.contains("fix:"), "{}", account.error_message);
         assert!(!account.error_message.contains("not-the-password") && !account.error_message.contains("pw-right"));
     }
@@ -416,7 +416,7 @@ async fn each_failure_is_classified_and_other_accounts_keep_syncing() {
     wait_initial_sync(&store, wrong, 2).await;
     poll_async(SYNC_DEADLINE, "the fixed account idle without error", || async {
         let a = store.account(wrong).await.ok()?;
-        (a.error_class.is_empty() && a.state == "idle").then_some(())
+        (a.error_class.is_empty() && a.state == AccountState::Idle).then_some(())
     })
     .await;
 }

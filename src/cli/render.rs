@@ -82,7 +82,7 @@ impl Row for Account {
             a.imap_host,
             a.imap_port,
             a.imap_tls.as_str(),
-            a.state,
+            a.state.as_str(),
             a.error_message
         )
     }
@@ -220,7 +220,7 @@ impl Render for Status {
     fn table(&self) -> String {
         let mut out = String::new();
         for a in &self.accounts {
-            out += &format!("account {} {} ({}): {}\n", a.id, a.email, a.org, a.state);
+            out += &format!("account {} {} ({}): {}\n", a.id, a.email, a.org, a.state.as_str());
             if !a.error_class.is_empty() {
                 out += &format!("  error [{}]: {}\n", a.error_class, a.error_message);
             }

@@ -19,7 +19,7 @@ use super::folders::find_folders;
 use super::sync::{FolderSync, SyncOptions};
 use crate::oauth::TokenSource;
 use crate::secrets::{MasterKey, Secret};
-use crate::store::{Account, AuthKind, FolderRole, Store};
+use crate::store::{Account, AccountState, AuthKind, FolderRole, Store};
 
 /// Where a worker's login credential comes from.
 #[derive(Debug)]
@@ -105,7 +105,7 @@ async fn run_folder(ctx: Arc<WorkerContext>, role: FolderRole, shutdown: Cancell
             Err(e) => {
                 tracing::warn!(class = %e.class, error = %e.detail, "sync failed");
                 crate::metrics::imap_error(e.class);
-                report(&ctx, "error", Some(&e)).await;
+                report(&ctx, AccountState::Error, Some(&e)).await;
                 if e.is_transient() {
                     backoff.next_delay()
                 } else {
@@ -128,7 +128,7 @@ async fn session(
     shutdown: &CancellationToken,
     backoff: &mut Backoff,
 ) -> Result<Exit, SyncError> {
-    report(ctx, "connecting", None).await;
+    report(ctx, AccountState::Connecting, None).await;
     let connecting = std::time::Instant::now();
     let credential = ctx.credentials.current().await?;
     let mut conn = match connect(&ctx.server, &credential).await {
@@ -152,12 +152,12 @@ async fn session(
             None => return Ok(Exit::NoFolder),
         },
     };
-    report(ctx, "syncing", None).await;
+    report(ctx, AccountState::Syncing, None).await;
     let started = std::time::Instant::now();
     let mut sync =
         FolderSync::open(&mut conn, &ctx.store, ctx.account_id, ctx.org_id, role, &name, ctx.sync.clone()).await?;
     backoff.reset();
-    report(ctx, "idle", None).await;
+    report(ctx, AccountState::Idle, None).await;
     let (bytes_in, bytes_out) = conn.timeouts.bytes();
     tracing::info!(name = %name, stored = sync.stored, commands = sync.commands,
         bytes_in, bytes_out, elapsed_ms = started.elapsed().as_millis() as u64, idle = conn.caps.idle, "folder in sync");
@@ -240,7 +240,7 @@ async fn poll(
     Ok((Some(conn), Wake { expunged: news.expunged, ..Wake::default() }))
 }
 
-async fn report(ctx: &WorkerContext, state: &str, error: Option<&SyncError>) {
+async fn report(ctx: &WorkerContext, state: AccountState, error: Option<&SyncError>) {
     let (class, message) = match error {
         Some(e) => (e.class.as_str(), e.message()),
         None => ("", String::new()),

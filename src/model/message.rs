@@ -65,3 +65,30 @@ pub struct ParsedMessage {
 pub fn linking_roles(sent: bool) -> &'static [&'static str] {
     if sent { &["from", "to", "cc", "bcc"] } else { &["from", "to", "cc"] }
 }
+
+/// Where a stored message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Synced from the user's INBOX or Sent folder.
+    Imap,
+    /// BCC'd to the user's drop address.
+    BccDrop,
+    /// Sent through mailsync.
+    Outbound,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Imap => "imap",
+            Source::BccDrop => "bcc_drop",
+            Source::Outbound => "outbound",
+        }
+    }
+
+    /// The source a stored `messages.source` names.
+    pub fn parse(stored: &str) -> Option<Source> {
+        [Source::Imap, Source::BccDrop, Source::Outbound].into_iter().find(|s| s.as_str() == stored)
+    }
+}

@@ -64,6 +64,43 @@ impl std::str::FromStr for AuthKind {
     }
 }
 
+/// What an account's sync is doing, as its worker last reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountState {
+    /// No worker has run yet.
+    New,
+    Connecting,
+    /// Selecting a folder and fetching what is new.
+    Syncing,
+    /// In sync, waiting for news (IDLE or polling).
+    Idle,
+    /// The last attempt failed: `error_class` and `error_message` say why and the fix.
+    Error,
+}
+
+impl AccountState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::New => "new",
+            AccountState::Connecting => "connecting",
+            AccountState::Syncing => "syncing",
+            AccountState::Idle => "idle",
+            AccountState::Error => "error",
+        }
+    }
+}
+
+impl std::str::FromStr for AccountState {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        [AccountState::New, AccountState::Connecting, AccountState::Syncing, AccountState::Idle, AccountState::Error]
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| StoreError::Invalid(format!("mail_accounts.state holds an unknown state {s:?}")))
+    }
+}
+
 /// OAuth settings as stored; secrets sealed.
 #[derive(Debug, Clone)]
 pub struct OAuthStored {
@@ -126,7 +163,7 @@ pub struct Account {
     pub smtp_tls: TlsMode,
     pub provider_saves_sent: bool,
     pub generation: i64,
-    pub state: String,
+    pub state: AccountState,
     pub error_class: String,
     pub error_message: String,
     pub error_at: i64,
@@ -402,7 +439,7 @@ fn account_from_row(row: &AnyRow) -> Result<Account> {
         smtp_tls: row.try_get::<String, _>("smtp_tls")?.parse()?,
         provider_saves_sent: row.try_get::<i64, _>("provider_saves_sent")? != 0,
         generation: row.try_get("generation")?,
-        state: row.try_get("state")?,
+        state: row.try_get::<String, _>("state")?.parse()?,
         error_class: row.try_get("error_class")?,
         error_message: row.try_get("error_message")?,
         error_at: row.try_get("error_at")?,

@@ -6,7 +6,7 @@ use sqlx::{Any, Row, Transaction};
 
 use super::ingest::{MessageSource, store_messages};
 use super::{Result, Store, StoreError, conflict_or, now_ms};
-use crate::model::message::ParsedMessage;
+use crate::model::message::{ParsedMessage, Source};
 
 /// Lower-case letters and digits without the look-alikes 0, 1, l and o: 32 symbols, so
 /// each is 5 random bits; 26 of them carry 130 bits.
@@ -93,8 +93,12 @@ impl Store {
     ) -> Result<DropOutcome> {
         let now = now_ms();
         let mut tx = self.write_tx().await?;
-        let source =
-            MessageSource { org_id: user.org_id, org_name: user.org_name.clone(), kind: "bcc_drop", outgoing: true };
+        let source = MessageSource {
+            org_id: user.org_id,
+            org_name: user.org_name.clone(),
+            kind: Source::BccDrop,
+            outgoing: true,
+        };
         let (ids, new_ids) = store_messages(&mut tx, self.backend, &source, &[message], now).await?;
         let id =
             *ids.first().ok_or_else(|| StoreError::Invalid("storing the dropped message returned no id".into()))?;

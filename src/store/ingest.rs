@@ -10,14 +10,13 @@ use super::orgs::{Org, lock_org};
 use super::sql::{Value, fetch_by_org_in, insert_rows};
 use super::{Backend, Result, StoreError};
 use crate::address::match_key;
-use crate::model::message::ParsedMessage;
+use crate::model::message::{ParsedMessage, Source};
 
 /// Where new messages come from, as the ingest rules need to know.
 pub(crate) struct MessageSource {
     pub org_id: i64,
     pub org_name: String,
-    /// `imap`, `bcc_drop` or `outbound`.
-    pub kind: &'static str,
+    pub kind: Source,
     /// Mail the user sent (Sent folder, outbound, BCC drop): its Bcc links too.
     pub outgoing: bool,
 }
@@ -77,7 +76,7 @@ async fn insert_messages(
                 Value::Text(&m.gm_thrid),
                 Value::Text(&m.body_text),
                 Value::Text(&m.body_html),
-                Value::Text(source.kind),
+                Value::Text(source.kind.as_str()),
                 Value::Int(now),
                 Value::Int(*thread),
                 Value::Int(outgoing),

@@ -6,12 +6,13 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::accounts::AccountState;
 use super::crm::EntityKind;
 use super::ingest::{MessageSource, store_messages};
 use super::links::LinkView;
 use super::sql::{MAX_PARAMS, Value, insert_rows};
 use super::{Result, Store, StoreError, now_ms};
-use crate::model::message::ParsedMessage;
+use crate::model::message::{ParsedMessage, Source};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -91,8 +92,7 @@ pub struct MessageSummary {
     pub id: i64,
     pub message_id: String,
     pub thread_id: i64,
-    /// `imap`, `bcc_drop` or `outbound`.
-    pub source: String,
+    pub source: Source,
     /// Roles of the folders it sits in now (`inbox`, `sent`).
     pub folders: Vec<String>,
     pub subject: String,
@@ -232,7 +232,7 @@ impl Store {
         let source = MessageSource {
             org_id: batch.org_id,
             org_name: row.try_get("org")?,
-            kind: "imap",
+            kind: Source::Imap,
             outgoing: row.try_get::<String, _>("role")? == FolderRole::Sent.as_str(),
         };
         let now = now_ms();
@@ -365,7 +365,7 @@ impl Store {
     pub async fn set_account_state(
         &self,
         account_id: i64,
-        state: &str,
+        state: AccountState,
         error_class: &str,
         error_message: &str,
     ) -> Result<()> {
@@ -374,7 +374,7 @@ impl Store {
             "UPDATE mail_accounts SET state = $1, error_class = $2, error_message = $3, ",
             "error_at = CASE WHEN $2 = '' THEN error_at ELSE $4 END WHERE id = $5"
         ))
-        .bind(state)
+        .bind(state.as_str())
         .bind(error_class)
         .bind(error_message)
         .bind(now)
@@ -497,7 +497,12 @@ impl Store {
                     id,
                     message_id: row.try_get("message_id")?,
                     thread_id: row.try_get::<Option<i64>, _>("thread_id")?.unwrap_or(0),
-                    source: row.try_get("source")?,
+                    source: {
+                        let stored: String = row.try_get("source")?;
+                        Source::parse(&stored).ok_or_else(|| {
+                            StoreError::Invalid(format!("messages.source holds an unknown source {stored:?}"))
+                        })?
+                    },
                     folders: Vec::new(),
                     subject: row.try_get("subject")?,
                     date: row.try_get("sent_at")?,

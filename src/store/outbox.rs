@@ -11,7 +11,7 @@ use super::ingest::{MessageSource, store_messages};
 use super::links::{entity_org, link_in};
 use super::sql::parse_json;
 use super::{Result, Store, StoreError, now_ms};
-use crate::model::message::ParsedMessage;
+use crate::model::message::{ParsedMessage, Source};
 
 /// A composed message to enqueue.
 #[derive(Debug, Clone)]
@@ -338,7 +338,7 @@ impl Store {
             let source = MessageSource {
                 org_id: row.try_get("org_id")?,
                 org_name: row.try_get("org_name")?,
-                kind: "outbound",
+                kind: Source::Outbound,
                 outgoing: true,
             };
             let (ids, _) = store_messages(&mut tx, self.backend, &source, &[message], now).await?;
