@@ -415,6 +415,8 @@ impl From<DavError> for RemoteError {
 pub struct CardDavBook {
     pub dav: CardDav,
     pub name: String,
+    /// For phone numbers without a country code (the sync's `default_region`).
+    pub region: String,
 }
 
 impl Remote for CardDavBook {
@@ -454,7 +456,7 @@ impl Remote for CardDavBook {
     async fn create_batch(&mut self, new: &[NewContact]) -> Vec<Result<(String, String), RemoteError>> {
         let mut results = Vec::with_capacity(new.len());
         for n in new {
-            let written = self.dav.put(&n.planned_id, vcard::render(None, &n.uid, &n.fields), None).await;
+            let written = self.dav.put(&n.planned_id, vcard::render(None, &n.uid, &n.fields, &self.region), None).await;
             results.push(written.map(|etag| (n.planned_id.clone(), etag)).map_err(RemoteError::from));
         }
         results
@@ -480,7 +482,7 @@ impl Remote for CardDavBook {
             };
             results.push(
                 self.dav
-                    .put(&card.id, vcard::render(Some(raw), &uid, fields), Some(&card.etag))
+                    .put(&card.id, vcard::render(Some(raw), &uid, fields, &self.region), Some(&card.etag))
                     .await
                     .map_err(RemoteError::from),
             );

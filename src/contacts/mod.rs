@@ -183,7 +183,7 @@ async fn sync_with_provider(
             let dav = carddav::CardDav::connect(&s.url, &s.username, secret.expose(), &s.address_book, HTTP_TIMEOUT)
                 .await
                 .map_err(RemoteError::from)?;
-            let mut book = carddav::CardDavBook { dav, name: s.address_book.clone() };
+            let mut book = carddav::CardDavBook { dav, name: s.address_book.clone(), region: s.default_region.clone() };
             engine::run(store, &mut book, config, progress).await
         }
         "google" => {
