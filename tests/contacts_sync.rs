@@ -367,3 +367,54 @@ async fn the_daemon_syncs_on_request_and_imported_contacts_link_past_mail() {
         assert_eq!(status, 204);
     }
 }
+
+/// A new card is linked only to a contact of this user (or an unowned one) that no other
+/// card syncs with: a second card for an already synced contact does not duplicate it,
+/// and a colleague's contact is neither merged into nor copied; both cards are flagged.
+#[tokio::test]
+async fn a_new_card_never_duplicates_a_synced_contact_nor_takes_a_colleagues() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    for server in servers() {
+        let db = TestDb::sqlite();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_config(d, db.url(), "");
+        let rig = Rig { dir: d, db: &db, server: &server };
+        std::fs::write(d.join("pw"), "pw").unwrap();
+        for user in [USER, "carl@example.test"] {
+            let args = ["account", "add", "--email", user, "--imap-host", "127.0.0.1", "--tls", "starttls"];
+            rig.cli(&[&args[..], &["--imap-port", "1", "--password-file", "pw"]].concat());
+        }
+        let tag = server.name;
+        rig.cli(&["contact", "add", "--name", "Ann Lee", "--email", "ann@client.test", "--owner", USER]);
+        rig.cli(&[
+            "contact",
+            "add",
+            "--name",
+            "Cy Carlson",
+            "--email",
+            "cy@client.test",
+            "--owner",
+            "carl@example.test",
+        ]);
+        rig.configure(&[]);
+        assert_eq!(rig.sync()["created_remotely"], 1, "{tag}: only the user's own contact goes out");
+
+        // Another card for Ann (a second phone's copy), and a card with Carl's contact's address.
+        let dav = book(&server).await;
+        dav.put(&dav.new_href("ann-2"), vcard("ann-2", "Ann L.", "ann@client.test", ""), None).await.unwrap();
+        dav.put(&dav.new_href("cy-1"), vcard("cy-1", "Cy Renamed", "cy@client.test", ""), None).await.unwrap();
+        let report = rig.sync();
+        assert_eq!(
+            (report["created_in_crm"].as_u64(), report["flagged"].as_u64()),
+            (Some(0), Some(2)),
+            "{tag}: {report}"
+        );
+        assert_eq!(report["updated_in_crm"], 0, "{tag}: {report}");
+        let contacts = rig.contacts();
+        assert_eq!(contacts.len(), 2, "{tag}: no duplicate: {contacts:?}");
+        assert_eq!(rig.contact_named("Cy Carlson")["emails"], serde_json::json!(["cy@client.test"]), "{tag}");
+        assert_eq!(rig.contact_named("Ann Lee")["emails"], serde_json::json!(["ann@client.test"]), "{tag}");
+        rig.sync_quiet("after flagging");
+    }
+}

@@ -160,6 +160,19 @@ impl AddressIndex {
     }
 }
 
+/// Who a new card may be in the CRM (see `Run::candidates`).
+enum Candidates {
+    /// Nobody: the card is a new contact.
+    None,
+    /// This user's or unowned contacts not synced with any card yet: one is linked,
+    /// several flag the card for a person.
+    Free(Vec<i64>),
+    /// Contacts already synced with another card.
+    Linked(Vec<i64>),
+    /// Contacts owned by other users of the organization.
+    Colleagues(Vec<i64>),
+}
+
 struct Run<'a, R: Remote> {
     store: &'a Store,
     remote: &'a mut R,
@@ -424,9 +437,21 @@ impl<R: Remote> Run<'_, R> {
             seen_uids.insert(card.uid.clone(), card.id.clone());
         }
         let remote = card.fields.canonical(&self.region);
-        let candidates = self.candidates(&remote, &card.fields);
-        match candidates.as_slice() {
-            [] if self.config.direction.pulls() => {
+        let flag = match self.candidates(&remote, &card.fields) {
+            Candidates::Free(ids) => match ids.as_slice() {
+                [contact] => {
+                    let contact = *contact;
+                    self.linked.insert(contact);
+                    self.report.linked += 1;
+                    return self.reconcile(contact, None, None, card).await;
+                }
+                several => format!("several CRM contacts match: {several:?}"),
+            },
+            // The contact already syncs with another card: a second one is not a new person.
+            Candidates::Linked(ids) => format!("the CRM contact {ids:?} with this address is synced with another card"),
+            // Another user's contact: neither merged into nor copied for this user.
+            Candidates::Colleagues(ids) => format!("the address belongs to CRM contact {ids:?} of another user"),
+            Candidates::None if self.config.direction.pulls() => {
                 let id = self
                     .store
                     .create_synced_contact(
@@ -443,50 +468,53 @@ impl<R: Remote> Run<'_, R> {
                     .save_sync_item(self.user(), &card.id, &card.uid, id, &card.etag, SYNCED, Some(&remote), "")
                     .await?;
                 self.report.created_in_crm += 1;
+                return Ok(());
             }
             // CRM to remote only: a remote card nobody has is left alone.
-            [] => {}
-            [contact] => {
-                let contact = *contact;
-                self.linked.insert(contact);
-                self.report.linked += 1;
-                self.reconcile(contact, None, None, card).await?;
-            }
-            several => {
-                let note = format!("several CRM contacts match: {several:?}");
-                self.store
-                    .save_sync_item(self.user(), &card.id, &card.uid, 0, &card.etag, FLAGGED, None, &note)
-                    .await?;
-                self.report.flagged += 1;
-            }
-        }
+            Candidates::None => return Ok(()),
+        };
+        self.store.save_sync_item(self.user(), &card.id, &card.uid, 0, &card.etag, FLAGGED, None, &flag).await?;
+        self.report.flagged += 1;
         Ok(())
     }
 
-    /// Unlinked contacts of the organization sharing the card's primary email, else its
-    /// exact E.164 phone. Never by name.
-    fn candidates(&self, remote: &ContactFields, raw: &ContactFields) -> Vec<i64> {
-        let free = |ids: Option<&Vec<i64>>| -> Vec<i64> {
-            let mut ids: Vec<i64> = ids.into_iter().flatten().filter(|id| !self.linked.contains(id)).copied().collect();
-            ids.sort();
-            ids.dedup();
-            ids
+    /// The contacts of the organization a new card may be: those sharing its primary
+    /// email, else its exact E.164 phone; never by name. Only this user's own contacts
+    /// and unowned ones can be linked, and only if no other card is synced with them.
+    fn candidates(&self, remote: &ContactFields, raw: &ContactFields) -> Candidates {
+        let by_email = raw
+            .emails
+            .first()
+            .and_then(|e| crate::address::normalize_email(e).ok())
+            .and_then(|email| self.index.by_email.get(&email).cloned())
+            .unwrap_or_default();
+        let mut matches = if by_email.is_empty() {
+            remote
+                .phones
+                .iter()
+                .filter(|p| p.starts_with('+'))
+                .flat_map(|p| self.index.by_phone.get(p))
+                .flatten()
+                .copied()
+                .collect()
+        } else {
+            by_email
         };
-        if let Some(email) = raw.emails.first().and_then(|e| crate::address::normalize_email(e).ok()) {
-            let by_email = free(self.index.by_email.get(&email));
-            if !by_email.is_empty() {
-                return by_email;
-            }
+        matches.sort();
+        matches.dedup();
+        let owner = |id: &i64| self.contacts.get(id).map_or(0, |c| c.owner_user_id);
+        let (ours, colleagues): (Vec<i64>, Vec<i64>) =
+            matches.into_iter().partition(|id| owner(id) == 0 || owner(id) == self.user());
+        let (linked, free): (Vec<i64>, Vec<i64>) = ours.into_iter().partition(|id| self.linked.contains(id));
+        if !free.is_empty() {
+            Candidates::Free(free)
+        } else if !linked.is_empty() {
+            Candidates::Linked(linked)
+        } else if !colleagues.is_empty() {
+            Candidates::Colleagues(colleagues)
+        } else {
+            Candidates::None
         }
-        let mut by_phone: Vec<i64> = remote
-            .phones
-            .iter()
-            .filter(|p| p.starts_with('+'))
-            .flat_map(|p| free(self.index.by_phone.get(p)))
-            .collect();
-        by_phone.sort();
-        by_phone.dedup();
-        by_phone
     }
 
     /// Brings a linked pair together: merge against `base` (the last synced copy; `None`
