@@ -418,3 +418,50 @@ async fn a_new_card_never_duplicates_a_synced_contact_nor_takes_a_colleagues() {
         rig.sync_quiet("after flagging");
     }
 }
+
+/// Each side keeps its primary email and phone (the first one) through the sync: a
+/// contact's card lists them first, and a remote edit written to the CRM leaves the
+/// contact's order as it was (not the alphabetical order the merge compares in).
+#[tokio::test]
+async fn each_side_keeps_its_primary_email_and_phone() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    for server in servers() {
+        let db = TestDb::sqlite();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_config(d, db.url(), "");
+        let rig = Rig { dir: d, db: &db, server: &server };
+        std::fs::write(d.join("pw"), "pw").unwrap();
+        let args = ["account", "add", "--email", USER, "--imap-host", "127.0.0.1", "--tls", "starttls"];
+        rig.cli(&[&args[..], &["--imap-port", "1", "--password-file", "pw"]].concat());
+        let tag = server.name;
+        rig.cli(&["contact", "add", "--name", "Zed Park", "--email", "zed@client.test", "--email", "amy@client.test"]);
+        let zed = rig.contact_named("Zed Park")["id"].to_string();
+        rig.cli(&[
+            "contact",
+            "update",
+            &zed,
+            "--owner",
+            USER,
+            "--phone",
+            "+1 415 555 0199",
+            "--phone",
+            "+1 415 555 0100",
+        ]);
+        rig.configure(&[]);
+        assert_eq!(rig.sync()["created_remotely"], 1, "{tag}");
+        let dav = book(&server).await;
+        let (href, etag, text) = card_with(&dav, "zed@client.test").await;
+        let first = |prefix: &str| text.lines().find(|l| l.starts_with(prefix)).map(String::from);
+        assert!(first("EMAIL").is_some_and(|l| l.ends_with("zed@client.test")), "{tag}: {text}");
+        assert!(first("TEL").is_some_and(|l| l.ends_with("+14155550199")), "{tag}: {text}");
+
+        // A remote edit comes back into the CRM: the contact's order stays.
+        dav.put(&href, text.replace("FN:Zed Park", "FN:Zed Parker"), Some(&etag)).await.unwrap();
+        assert_eq!(rig.sync()["updated_in_crm"], 1, "{tag}");
+        let contact = rig.contact_named("Zed Parker");
+        assert_eq!(contact["emails"], serde_json::json!(["zed@client.test", "amy@client.test"]), "{tag}");
+        assert_eq!(contact["phones"], serde_json::json!(["+14155550199", "+14155550100"]), "{tag}");
+        rig.sync_quiet("after the edit");
+    }
+}

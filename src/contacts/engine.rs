@@ -378,7 +378,9 @@ pub async fn run<R: Remote>(
                     (run.remote.planned_id(&uid), uid)
                 }
             };
-            new.push(NewContact { planned_id, uid, contact_id: id, fields: contact.fields.canonical(&run.region) });
+            // In the CRM's order: the card's first email and phone are the contact's primary ones.
+            let fields = contact.fields.canonical(&run.region).ordered_like(&contact.fields, &run.region);
+            new.push(NewContact { planned_id, uid, contact_id: id, fields });
         }
         for (i, batch) in new.chunks(BATCH).enumerate() {
             run.create_remote(batch).await?;
@@ -553,7 +555,8 @@ impl<R: Remote> Run<'_, R> {
         if target != remote {
             // The CRM side and the record wait for the remote write's outcome.
             self.linked.insert(contact_id);
-            self.updates.push((card.clone(), target));
+            // In the card's order: its primary email and phone stay first.
+            self.updates.push((card.clone(), target.ordered_like(&card.fields, &self.region)));
             self.update_owners.push((contact_id, crm_differs));
             return Ok(());
         }
@@ -570,13 +573,22 @@ impl<R: Remote> Run<'_, R> {
         crm_differs: bool,
     ) -> Result<(), SyncError> {
         if crm_differs {
-            self.store.update_synced_contact(contact_id, target).await?;
+            // In the CRM's order: its primary email and phone stay first.
+            let written = match self.contacts.get(&contact_id) {
+                Some(c) => target.ordered_like(&c.fields, &self.region),
+                None => target.clone(),
+            };
+            self.store.update_synced_contact(contact_id, &written).await?;
             if let Some(c) = self.contacts.get_mut(&contact_id) {
-                c.fields = target.clone();
+                c.fields = written;
             }
             self.report.updated_in_crm += 1;
         }
-        self.store.save_sync_item(self.user(), &card.id, &card.uid, contact_id, etag, SYNCED, Some(target), "").await?;
+        // The synced copy is canonical (sorted), whatever order each side was written in.
+        let synced = target.canonical(&self.region);
+        self.store
+            .save_sync_item(self.user(), &card.id, &card.uid, contact_id, etag, SYNCED, Some(&synced), "")
+            .await?;
         Ok(())
     }
 
@@ -625,7 +637,7 @@ impl<R: Remote> Run<'_, R> {
                             new.contact_id,
                             &etag,
                             SYNCED,
-                            Some(&new.fields),
+                            Some(&new.fields.canonical(&self.region)),
                             "",
                         )
                         .await?;

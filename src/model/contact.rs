@@ -82,6 +82,33 @@ impl ContactFields {
         }
     }
 
+    /// These (canonical) fields with each list in `preferred`'s order: the entries
+    /// `preferred` has (compared canonically in `region`) first, as it orders them, then
+    /// the others. So writing merged fields to a side keeps that side's primary email and
+    /// phone (the first) instead of the alphabetically first one.
+    pub fn ordered_like(&self, preferred: &ContactFields, region: &str) -> ContactFields {
+        fn order(list: &[String], preferred: Vec<String>) -> Vec<String> {
+            let mut out: Vec<String> = preferred.into_iter().filter(|p| list.contains(p)).collect();
+            out.dedup();
+            let rest: Vec<String> = list.iter().filter(|v| !out.contains(v)).cloned().collect();
+            out.extend(rest);
+            out
+        }
+        let emails = preferred
+            .emails
+            .iter()
+            .map(|e| crate::address::normalize_email(e).unwrap_or_else(|_| e.trim().to_lowercase()))
+            .collect();
+        let phones = preferred.phones.iter().map(|p| e164(p, region)).collect();
+        let ims = preferred.ims.iter().map(|i| i.trim().to_string()).collect();
+        ContactFields {
+            emails: order(&self.emails, emails),
+            phones: order(&self.phones, phones),
+            ims: order(&self.ims, ims),
+            ..self.clone()
+        }
+    }
+
     /// SHA-256 of the canonical JSON, hex: equal fields, equal hash.
     pub fn hash(&self) -> String {
         let json = serde_json::to_vec(self).unwrap_or_default();
@@ -132,5 +159,26 @@ pub fn e164(input: &str, region: &str) -> String {
     match phonenumber::parse(region, input) {
         Ok(number) if phonenumber::is_valid(&number) => number.format().mode(phonenumber::Mode::E164).to_string(),
         _ => crate::address::normalize_phone(input).unwrap_or_else(|_| input.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordering_like_a_side_keeps_its_primary_entries_first() {
+        let crm = ContactFields {
+            emails: vec!["Zed@X.test".into(), "amy@x.test".into()],
+            phones: vec!["(415) 555-0199".into()],
+            ..Default::default()
+        };
+        let mut merged = crm.canonical("US");
+        merged.emails.push("bea@x.test".into());
+        merged.phones.insert(0, "+14155550100".into());
+        let ordered = merged.ordered_like(&crm, "US");
+        assert_eq!(ordered.emails, ["zed@x.test", "amy@x.test", "bea@x.test"]);
+        assert_eq!(ordered.phones, ["+14155550199", "+14155550100"]);
+        assert_eq!(ordered.canonical("US"), merged.canonical("US"), "the same fields, only in another order");
     }
 }
