@@ -228,10 +228,35 @@ async fn two_way_sync_with_the_google_people_api() {
     assert_eq!((rig.contacts().len(), rig.group().len()), before);
     rig.sync_quiet("after an expired token");
 
+    // Bob moved to another group: not a deletion (no tag, the contact stays); put back,
+    // he is synced again, with no duplicate on either side.
+    let crm_before = rig.contacts().len();
+    people.edit(&bob, |p| {
+        p["memberships"] = json!([{"contactGroupMembership": {"contactGroupResourceName": "contactGroups/friends"}}])
+    });
+    let report = rig.sync();
+    assert_eq!(
+        (report["remote_deletions"].as_u64(), report["created_remotely"].as_u64()),
+        (Some(0), Some(0)),
+        "{report}"
+    );
+    let bob_contact = rig.contact_named("Bob Ray Jr");
+    assert!(!bob_contact["tags"].to_string().contains("deleted"), "moving groups is no deletion: {bob_contact}");
+    rig.sync_quiet("after moving a contact to another group");
+    people.edit(&bob, |p| {
+        p["memberships"] = json!([{"contactGroupMembership": {"contactGroupResourceName": group.clone()}}]);
+        p["names"] = json!([{"unstructuredName": "Bob Ray III"}]);
+    });
+    let report = rig.sync();
+    assert_eq!((report["created_in_crm"].as_u64(), report["updated_in_crm"].as_u64()), (Some(0), Some(1)), "{report}");
+    assert_eq!(rig.contact_named("Bob Ray III")["id"], bob_contact["id"], "the same contact, synced again");
+    assert_eq!(rig.contacts().len(), crm_before);
+    rig.sync_quiet("after putting the contact back");
+
     // Deletions on each side.
     people.delete(&bob);
     assert_eq!(rig.sync()["remote_deletions"], 1);
-    assert!(rig.contact_named("Bob Ray Jr")["tags"].to_string().contains("deleted in Google"));
+    assert!(rig.contact_named("Bob Ray III")["tags"].to_string().contains("deleted in Google"));
     rig.cli(&["contact", "delete", &ann_id]);
     rig.sync_quiet("after deletions");
     rig.google_with_email("ann@client.test");

@@ -41,7 +41,10 @@ pub struct RemoteDelta {
     /// Ids changed or added, with their ETag.
     pub changed: Vec<(String, String)>,
     pub removed: Vec<String>,
-    /// A full listing: ids missing from `changed` are gone.
+    /// Ids that still exist but left the synced scope (a Google contact moved out of the
+    /// group): not deleted, not synced while out, synced again when they come back.
+    pub left: Vec<String>,
+    /// A full listing: ids missing from `changed` (and `left`) are gone.
     pub full: bool,
     pub token: String,
 }
@@ -140,6 +143,8 @@ const CREATING: &str = "creating";
 const FLAGGED: &str = "flagged";
 const REMOTE_DELETED: &str = "remote_deleted";
 const CRM_DELETED: &str = "crm_deleted";
+/// The contact left the synced scope remotely; its link and last synced copy are kept.
+const LEFT: &str = "left";
 
 /// The organization's contacts by email and by E.164 phone, for linking new cards
 /// without a scan per card.
@@ -206,7 +211,8 @@ pub async fn run<R: Remote>(
     let contacts: HashMap<i64, CrmContact> =
         store.org_contacts(config.org_id).await?.into_iter().map(|c| (c.id, c)).collect();
     let live = |state: &str| state == SYNCED || state == CREATING;
-    let linked = items.iter().filter(|i| live(&i.state)).map(|i| i.contact_id).collect();
+    // A contact whose card is out of scope is still its card's: no other card links it.
+    let linked = items.iter().filter(|i| live(&i.state) || i.state == LEFT).map(|i| i.contact_id).collect();
     let by_remote: HashMap<String, SyncItem> = items.into_iter().map(|i| (i.remote_id.clone(), i)).collect();
     let mut index = AddressIndex::default();
     for c in contacts.values() {
@@ -230,7 +236,8 @@ pub async fn run<R: Remote>(
         other => other?,
     };
     run.report.full_listing = delta.full;
-    let listed: HashSet<&str> = delta.changed.iter().map(|(id, _)| id.as_str()).collect();
+    let listed: HashSet<&str> =
+        delta.changed.iter().map(|(id, _)| id.as_str()).chain(delta.left.iter().map(String::as_str)).collect();
     let mut removed: HashSet<String> = delta.removed.iter().cloned().collect();
     if delta.full {
         removed.extend(
@@ -259,6 +266,24 @@ pub async fn run<R: Remote>(
     }
     let owned: Vec<i64> = run.contacts.values().filter(|c| c.owner_user_id == config.user_id).map(|c| c.id).collect();
 
+    // Contacts that left the synced scope: kept as they are, tag included.
+    for id in &delta.left {
+        if let Some(item) = by_remote.get(id).filter(|i| i.state == SYNCED) {
+            run.store
+                .save_sync_item(
+                    config.user_id,
+                    &item.remote_id,
+                    &item.remote_uid,
+                    item.contact_id,
+                    &item.etag,
+                    LEFT,
+                    item.synced_copy.as_ref(),
+                    "left the synced group",
+                )
+                .await?;
+        }
+    }
+
     // Remote deletions.
     for id in &removed {
         if let Some(item) = by_remote.get(id).filter(|i| i.state == SYNCED) {
@@ -271,7 +296,9 @@ pub async fn run<R: Remote>(
     let mut wanted: Vec<String> = delta
         .changed
         .iter()
-        .filter(|(id, etag)| by_remote.get(id).is_none_or(|i| i.etag != *etag || i.state == CREATING))
+        .filter(|(id, etag)| {
+            by_remote.get(id).is_none_or(|i| i.etag != *etag || i.state == CREATING || i.state == LEFT)
+        })
         .map(|(id, _)| id.clone())
         .collect();
     let queued: HashSet<String> = wanted.iter().cloned().collect();
@@ -313,9 +340,10 @@ pub async fn run<R: Remote>(
             // Unreadable or blank: linked to nothing, imported as nothing.
             _ if card.fields.is_empty() => {}
             Some(item) if item.state == REMOTE_DELETED || item.state == CRM_DELETED => {}
-            Some(item) if live(&item.state) => {
+            // Back in scope (LEFT) is synced again against the last synced copy.
+            Some(item) if live(&item.state) || item.state == LEFT => {
                 unconfirmed.remove(&item.remote_uid);
-                let base = (item.state == SYNCED).then_some(item.synced_copy.as_ref()).flatten();
+                let base = (item.state == SYNCED || item.state == LEFT).then_some(item.synced_copy.as_ref()).flatten();
                 run.reconcile(item.contact_id, base, Some(&item.etag), &card).await?;
             }
             _ => match unconfirmed.remove(&card.uid).filter(|_| !card.uid.is_empty()) {

@@ -226,9 +226,13 @@ impl Remote for GooglePeople {
             let answer = self.call(Method::GET, "/v1/people/me/connections", &query, None).await?;
             for person in answer["connections"].as_array().into_iter().flatten() {
                 let id = person["resourceName"].as_str().unwrap_or_default().to_string();
-                // Deleted, or no longer in the synced group: gone for this sync.
-                if person["metadata"]["deleted"] == true || !self.in_group(person) {
+                if person["metadata"]["deleted"] == true {
                     delta.removed.push(id);
+                    continue;
+                }
+                // Moved to another group (or listed while never in ours): not a deletion.
+                if !self.in_group(person) {
+                    delta.left.push(id);
                     continue;
                 }
                 delta.changed.push((id.clone(), person["etag"].as_str().unwrap_or_default().to_string()));
