@@ -416,6 +416,68 @@ async fn a_new_card_never_duplicates_a_synced_contact_nor_takes_a_colleagues() {
         assert_eq!(rig.contact_named("Cy Carlson")["emails"], serde_json::json!(["cy@client.test"]), "{tag}");
         assert_eq!(rig.contact_named("Ann Lee")["emails"], serde_json::json!(["ann@client.test"]), "{tag}");
         rig.sync_quiet("after flagging");
+
+        // The flagged cards are listed with their reasons, and a person decides.
+        let flagged = |rig: &Rig| -> Vec<Value> {
+            let out = rig.cli(&["contacts", "flagged", "--user", USER, "--json"]);
+            serde_json::from_str::<Value>(&out).unwrap().as_array().unwrap().clone()
+        };
+        let listed = flagged(&rig);
+        assert_eq!(listed.len(), 2, "{tag}: {listed:?}");
+        assert!(
+            listed.iter().any(|f| f["reason"].to_string().contains("synced with another card")),
+            "{tag}: {listed:?}"
+        );
+        assert!(listed.iter().any(|f| f["reason"].to_string().contains("another user")), "{tag}: {listed:?}");
+        let card_of =
+            |uid: &str| listed.iter().find(|f| f["uid"] == uid).unwrap()["card"].as_str().unwrap().to_string();
+        let ann = rig.contact_named("Ann Lee")["id"].to_string();
+        let refused = output(mailsync(d, db.url()).args([
+            "contacts",
+            "resolve",
+            "--user",
+            USER,
+            "--card",
+            &card_of("ann-2"),
+            "--link",
+            &ann,
+        ]));
+        assert_ne!(refused.code, 0, "{tag}: Ann already syncs with her first card");
+        assert!(refused.stderr.contains("is synced with card"), "{tag}: {}", refused.stderr);
+        for uid in ["ann-2", "cy-1"] {
+            rig.cli(&["contacts", "resolve", "--user", USER, "--card", &card_of(uid), "--ignore"]);
+        }
+        assert!(flagged(&rig).is_empty(), "{tag}");
+        rig.sync_quiet("after ignoring both");
+
+        // Two unowned contacts share a phone; cards with just that phone match both.
+        rig.cli(&["contact", "add", "--name", "Dee One", "--email", "dee1@client.test", "--phone", "+1 415 555 0111"]);
+        rig.cli(&["contact", "add", "--name", "Dee Two", "--email", "dee2@client.test", "--phone", "+1 415 555 0111"]);
+        for uid in ["dee-1", "dee-3"] {
+            let card =
+                format!("BEGIN:VCARD\r\nVERSION:3.0\r\nUID:{uid}\r\nFN:{uid}\r\nTEL:+14155550111\r\nEND:VCARD\r\n");
+            dav.put(&dav.new_href(uid), card, None).await.unwrap();
+        }
+        assert_eq!(rig.sync()["flagged"], 2, "{tag}: several candidates each");
+        let listed = flagged(&rig);
+        let card_of =
+            |uid: &str| listed.iter().find(|f| f["uid"] == uid).unwrap()["card"].as_str().unwrap().to_string();
+        let dee_one = rig.contact_named("Dee One")["id"].to_string();
+        rig.cli(&["contacts", "resolve", "--user", USER, "--card", &card_of("dee-1"), "--link", &dee_one]);
+        rig.cli(&["contacts", "resolve", "--user", USER, "--card", &card_of("dee-3"), "--import"]);
+        let report = rig.sync();
+        assert_eq!(
+            (report["linked"].as_u64(), report["created_in_crm"].as_u64()),
+            (Some(1), Some(1)),
+            "{tag}: {report}"
+        );
+        rig.contact_named("dee-3");
+        assert!(
+            card_with(&dav, "dee1@client.test").await.2.contains("UID:dee-1"),
+            "{tag}: the card got Dee One's email"
+        );
+        assert!(flagged(&rig).is_empty(), "{tag}");
+        rig.sync_quiet("after resolving");
     }
 }
 

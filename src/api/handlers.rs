@@ -14,14 +14,14 @@ use crate::accounts::AccountInput;
 use crate::check::CheckReport;
 use crate::contacts::SyncInput;
 use crate::ops::{
-    AddressInput, ContactsSyncRun, DropQuery, EmailInput, ImportInput, ListQuery, MessagesQuery, OutboxQuery,
-    PasswordInput, UserAddresses,
+    AddressInput, ContactsSyncRun, DropQuery, EmailInput, FlagResolution, ImportInput, ListQuery, MessagesQuery,
+    OutboxQuery, PasswordInput, UserAddresses,
 };
 use crate::outbound::compose::OutgoingInput;
 use crate::status::Status;
 use crate::store::{
-    Account, ContactChange, ContactSyncConfig, Deal, DropAddress, DropDelivery, ImportSummary, LinkChange, LinkRequest,
-    MessageSummary, NewDeal, NewPerson, OrgSettings, OutboxEntry, Person, PersonKind, ThreadView,
+    Account, ContactChange, ContactSyncConfig, Deal, DropAddress, DropDelivery, FlaggedCard, ImportSummary, LinkChange,
+    LinkRequest, MessageSummary, NewDeal, NewPerson, OrgSettings, OutboxEntry, Person, PersonKind, ThreadView,
 };
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -443,4 +443,27 @@ pub async fn request_contacts_sync(
     email: Result<Path<String>, PathRejection>,
 ) -> ApiResult<(StatusCode, Json<ContactsSyncRun>)> {
     Ok((StatusCode::ACCEPTED, Json(state.ops.request_contacts_sync(&path(email)?).await?)))
+}
+
+/// The cards of a user's contacts sync flagged for a person, and why.
+#[utoipa::path(get, path = "/v1/users/{email}/contacts-sync/flagged", params(("email" = String, Path)),
+    responses((status = 200, body = Vec<FlaggedCard>)))]
+pub async fn list_flagged_cards(
+    State(state): State<AppState>,
+    email: Result<Path<String>, PathRejection>,
+) -> ApiResult<Json<Vec<FlaggedCard>>> {
+    Ok(Json(state.ops.list_flagged_cards(&path(email)?).await?))
+}
+
+/// Decides about a flagged card (link, import or ignore); the next run, requested at once,
+/// applies it.
+#[utoipa::path(post, path = "/v1/users/{email}/contacts-sync/flagged/resolve", params(("email" = String, Path)),
+    request_body = FlagResolution, responses((status = 202, body = ContactsSyncRun)))]
+pub async fn resolve_flagged_card(
+    State(state): State<AppState>,
+    email: Result<Path<String>, PathRejection>,
+    payload: Result<Json<FlagResolution>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<ContactsSyncRun>)> {
+    let user = path(email)?;
+    Ok((StatusCode::ACCEPTED, Json(state.ops.resolve_flagged_card(&user, &body(payload)?).await?)))
 }

@@ -79,6 +79,8 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_drop_deliveries))
         .routes(routes!(show_contacts_sync, set_contacts_sync, remove_contacts_sync))
         .routes(routes!(request_contacts_sync))
+        .routes(routes!(list_flagged_cards))
+        .routes(routes!(resolve_flagged_card))
 }
 
 /// The routes behind the token, the public ones, and the document describing both.

@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::Cx;
-use super::render::{JsonFlag, print};
+use super::render::{Done, JsonFlag, print};
 use crate::accounts::read_secret;
 use crate::contacts::SyncInput;
+use crate::ops::FlagResolution;
 use crate::secrets::Secret;
 
 #[derive(Debug, Subcommand)]
@@ -27,6 +28,22 @@ pub enum ContactsCommand {
         user: Option<String>,
         #[command(flatten)]
         json: JsonFlag,
+    },
+    /// Cards flagged for a person (several matching contacts, a duplicate UID, another
+    /// user's contact...), and why.
+    Flagged {
+        #[arg(long)]
+        user: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Decide about a flagged card: link it to a contact, import it, or ignore it; the
+    /// daemon's next run applies it.
+    Resolve {
+        #[arg(long)]
+        user: String,
+        #[command(flatten)]
+        resolution: FlagResolution,
     },
     /// Remove a user's sync configuration and state (contacts stay).
     Remove {
@@ -108,5 +125,11 @@ pub async fn run(command: ContactsCommand, cx: &Cx) -> anyhow::Result<()> {
             print(json, &cx.ops().await?.list_contacts_syncs(user.as_deref()).await?)
         }
         ContactsCommand::Remove { user } => Ok(cx.ops().await?.remove_contacts_sync(&user).await?),
+        ContactsCommand::Flagged { user, json } => print(json, &cx.ops().await?.list_flagged_cards(&user).await?),
+        ContactsCommand::Resolve { user, resolution } => {
+            cx.ops().await?.resolve_flagged_card(&user, &resolution).await?;
+            let done = Done { done: format!("{}: the next sync applies it", resolution.card) };
+            print(JsonFlag { json: false }, &done)
+        }
     }
 }

@@ -8,8 +8,8 @@ use crate::contacts::engine::Report;
 use crate::ops::UserAddresses;
 use crate::status::{Status, human_duration};
 use crate::store::{
-    Account, ContactSyncConfig, CopySummary, Deal, DropAddress, DropDelivery, ImportSummary, LinkView, MessageSummary,
-    OrgSettings, OutboxEntry, Person, ThreadView,
+    Account, ContactSyncConfig, CopySummary, Deal, DropAddress, DropDelivery, FlaggedCard, ImportSummary, LinkView,
+    MessageSummary, OrgSettings, OutboxEntry, Person, ThreadView,
 };
 
 /// `--json` on every command that prints a result.
@@ -149,6 +149,13 @@ impl Row for DropDelivery {
     fn row(&self) -> String {
         let d = self;
         format!("{}  {}  {}  {}  {}  {}", d.id, d.user, d.outcome, d.header_from, d.message_id, d.reason)
+    }
+}
+
+impl Row for FlaggedCard {
+    const HEADER: &'static str = "CARD  UID  REASON";
+    fn row(&self) -> String {
+        format!("{}  {}  {}", self.card, self.uid, self.reason)
     }
 }
 

@@ -21,7 +21,9 @@ use std::future::Future;
 use serde::Serialize;
 
 use super::{ContactFields, Direction, merge};
-use crate::store::{ContactSyncConfig, CrmContact, Store, StoreError, SyncItem};
+use crate::store::{
+    ContactSyncConfig, CrmContact, IGNORED, IMPORT_REQUESTED, LINK_REQUESTED, Store, StoreError, SyncItem,
+};
 
 /// A remote contact.
 #[derive(Debug, Clone)]
@@ -212,7 +214,11 @@ pub async fn run<R: Remote>(
         store.org_contacts(config.org_id).await?.into_iter().map(|c| (c.id, c)).collect();
     let live = |state: &str| state == SYNCED || state == CREATING;
     // A contact whose card is out of scope is still its card's: no other card links it.
-    let linked = items.iter().filter(|i| live(&i.state) || i.state == LEFT).map(|i| i.contact_id).collect();
+    let linked = items
+        .iter()
+        .filter(|i| live(&i.state) || i.state == LEFT || i.state == LINK_REQUESTED)
+        .map(|i| i.contact_id)
+        .collect();
     let by_remote: HashMap<String, SyncItem> = items.into_iter().map(|i| (i.remote_id.clone(), i)).collect();
     let mut index = AddressIndex::default();
     for c in contacts.values() {
@@ -301,6 +307,16 @@ pub async fn run<R: Remote>(
         })
         .map(|(id, _)| id.clone())
         .collect();
+    // Flagged cards a person resolved since the last run, changed or not.
+    wanted.extend(
+        by_remote
+            .values()
+            .filter(|i| {
+                (i.state == LINK_REQUESTED || i.state == IMPORT_REQUESTED)
+                    && !delta.changed.iter().any(|(id, _)| *id == i.remote_id)
+            })
+            .map(|i| i.remote_id.clone()),
+    );
     let queued: HashSet<String> = wanted.iter().cloned().collect();
     for item in by_remote
         .values()
@@ -339,7 +355,13 @@ pub async fn run<R: Remote>(
         match by_remote.get(&card.id) {
             // Unreadable or blank: linked to nothing, imported as nothing.
             _ if card.fields.is_empty() => {}
-            Some(item) if item.state == REMOTE_DELETED || item.state == CRM_DELETED => {}
+            Some(item) if item.state == REMOTE_DELETED || item.state == CRM_DELETED || item.state == IGNORED => {}
+            // A person's decisions about flagged cards.
+            Some(item) if item.state == LINK_REQUESTED => {
+                run.report.linked += 1;
+                run.reconcile(item.contact_id, None, None, &card).await?;
+            }
+            Some(item) if item.state == IMPORT_REQUESTED => run.import_card(&card).await?,
             // Back in scope (LEFT) is synced again against the last synced copy.
             Some(item) if live(&item.state) || item.state == LEFT => {
                 unconfirmed.remove(&item.remote_uid);
@@ -481,30 +503,25 @@ impl<R: Remote> Run<'_, R> {
             Candidates::Linked(ids) => format!("the CRM contact {ids:?} with this address is synced with another card"),
             // Another user's contact: neither merged into nor copied for this user.
             Candidates::Colleagues(ids) => format!("the address belongs to CRM contact {ids:?} of another user"),
-            Candidates::None if self.config.direction.pulls() => {
-                let id = self
-                    .store
-                    .create_synced_contact(
-                        self.user(),
-                        self.config.org_id,
-                        &remote,
-                        &format!("from {}", self.remote.name()),
-                    )
-                    .await?;
-                self.index.add(id, &remote, &self.region);
-                self.contacts.insert(id, CrmContact { id, owner_user_id: self.user(), fields: remote.clone() });
-                self.linked.insert(id);
-                self.store
-                    .save_sync_item(self.user(), &card.id, &card.uid, id, &card.etag, SYNCED, Some(&remote), "")
-                    .await?;
-                self.report.created_in_crm += 1;
-                return Ok(());
-            }
+            Candidates::None if self.config.direction.pulls() => return self.import_card(card).await,
             // CRM to remote only: a remote card nobody has is left alone.
             Candidates::None => return Ok(()),
         };
         self.store.save_sync_item(self.user(), &card.id, &card.uid, 0, &card.etag, FLAGGED, None, &flag).await?;
         self.report.flagged += 1;
+        Ok(())
+    }
+
+    /// Creates a CRM contact, owned by this user, from a card, and links them.
+    async fn import_card(&mut self, card: &RemoteCard<R::Raw>) -> Result<(), SyncError> {
+        let remote = card.fields.canonical(&self.region);
+        let source = format!("from {}", self.remote.name());
+        let id = self.store.create_synced_contact(self.user(), self.config.org_id, &remote, &source).await?;
+        self.index.add(id, &remote, &self.region);
+        self.contacts.insert(id, CrmContact { id, owner_user_id: self.user(), fields: remote.clone() });
+        self.linked.insert(id);
+        self.store.save_sync_item(self.user(), &card.id, &card.uid, id, &card.etag, SYNCED, Some(&remote), "").await?;
+        self.report.created_in_crm += 1;
         Ok(())
     }
 

@@ -11,7 +11,7 @@ mod mail;
 mod records;
 
 pub use accounts::PasswordInput;
-pub use contacts_sync::ContactsSyncRun;
+pub use contacts_sync::{ContactsSyncRun, FlagResolution};
 pub use mail::{AddressInput, DropQuery, MessagesQuery, OutboxQuery, UserAddresses};
 pub use records::{EmailInput, ImportInput, ListQuery};
 

@@ -65,6 +65,33 @@ pub struct SyncItem {
     pub synced_hash: String,
 }
 
+/// A card the sync flagged for a person (several matching contacts, a duplicate UID, a
+/// colleague's contact, ...), and why.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FlaggedCard {
+    /// The card's id at the provider (CardDAV href, Google resource name).
+    pub card: String,
+    pub uid: String,
+    pub reason: String,
+    pub flagged_at: i64,
+}
+
+/// What a person decided about a flagged card; the next sync run applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolution {
+    /// The card is this CRM contact.
+    Link(i64),
+    /// The card is a new contact.
+    Import,
+    /// The card stays out of the CRM.
+    Ignore,
+}
+
+/// Item states of a resolved flagged card, waiting for the next run.
+pub const LINK_REQUESTED: &str = "link_requested";
+pub const IMPORT_REQUESTED: &str = "import_requested";
+pub const IGNORED: &str = "ignored";
+
 /// A CRM contact as the sync sees it.
 #[derive(Debug, Clone)]
 pub struct CrmContact {
@@ -267,6 +294,91 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// The cards flagged for a person in `user_id`'s sync.
+    pub async fn flagged_cards(&self, user_id: i64) -> Result<Vec<FlaggedCard>> {
+        let rows = sqlx::query(
+            "SELECT remote_id, remote_uid, note, updated_at FROM contact_sync_items \
+             WHERE user_id = $1 AND state = 'flagged' ORDER BY remote_id",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FlaggedCard {
+                    card: r.try_get(0)?,
+                    uid: r.try_get(1)?,
+                    reason: r.try_get(2)?,
+                    flagged_at: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a person's decision about a flagged card, for the next run. A contact can
+    /// be linked only if it is in the user's organization, owned by the user or by
+    /// nobody, and not synced with another card.
+    pub async fn resolve_flagged_card(&self, user_id: i64, card: &str, resolution: Resolution) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM contact_sync_items WHERE user_id = $1 AND remote_id = $2")
+                .bind(user_id)
+                .bind(card)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if state.as_deref() != Some("flagged") {
+            return Err(StoreError::NotFound(format!("no flagged card {card}")));
+        }
+        let (state, contact_id, note) = match resolution {
+            Resolution::Link(contact_id) => {
+                let owner: Option<i64> = sqlx::query_scalar(
+                    "SELECT COALESCE(c.owner_user_id, 0) FROM contacts c JOIN users u ON u.org_id = c.org_id \
+                     WHERE c.id = $1 AND u.id = $2",
+                )
+                .bind(contact_id)
+                .bind(user_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match owner {
+                    None => return Err(StoreError::NotFound(format!("no contact with id {contact_id}"))),
+                    Some(owner) if owner != 0 && owner != user_id => {
+                        return Err(StoreError::Conflict(format!("contact {contact_id} belongs to another user")));
+                    }
+                    Some(_) => {}
+                }
+                let synced: Option<String> = sqlx::query_scalar(
+                    "SELECT remote_id FROM contact_sync_items WHERE user_id = $1 AND contact_id = $2 \
+                     AND state IN ('synced', 'creating', 'left', 'link_requested')",
+                )
+                .bind(user_id)
+                .bind(contact_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(other) = synced {
+                    return Err(StoreError::Conflict(format!("contact {contact_id} is synced with card {other}")));
+                }
+                (LINK_REQUESTED, contact_id, "to be linked by the next run")
+            }
+            Resolution::Import => (IMPORT_REQUESTED, 0, "to be imported by the next run"),
+            Resolution::Ignore => (IGNORED, 0, "ignored by a person"),
+        };
+        // An empty ETag makes the next run fetch the card whatever changed.
+        sqlx::query(
+            "UPDATE contact_sync_items SET state = $1, contact_id = $2, note = $3, etag = '', updated_at = $4 \
+             WHERE user_id = $5 AND remote_id = $6",
+        )
+        .bind(state)
+        .bind(contact_id)
+        .bind(note)
+        .bind(now_ms())
+        .bind(user_id)
+        .bind(card)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Creates or updates the item for `remote_id`.

@@ -23,7 +23,10 @@ mod sql;
 mod stats;
 
 pub use accounts::*;
-pub use contact_sync::{ContactSyncConfig, CrmContact, SyncItem, SyncSettings};
+pub use contact_sync::{
+    ContactSyncConfig, CrmContact, FlaggedCard, IGNORED, IMPORT_REQUESTED, LINK_REQUESTED, Resolution, SyncItem,
+    SyncSettings,
+};
 pub use copy::{CopySummary, TableCount};
 pub use crm::*;
 pub use dialect::Backend;
