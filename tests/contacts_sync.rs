@@ -58,6 +58,13 @@ impl Rig<'_> {
         ok(mailsync(self.dir, self.db.url()).args(args).env("DAV_PASSWORD", "pw"))
     }
 
+    /// A user with a mail account (its server is never reached by these tests).
+    fn add_user(&self, email: &str) {
+        std::fs::write(self.dir.join("pw"), "pw").unwrap();
+        let args = ["account", "add", "--email", email, "--imap-host", "127.0.0.1", "--tls", "starttls"];
+        self.cli(&[&args[..], &["--imap-port", "1", "--password-file", "pw"]].concat());
+    }
+
     fn configure(&self, extra: &[&str]) {
         let mut args = vec!["contacts", "configure", "--user", USER, "--url", &self.server.url, "--username", "alice"];
         args.extend(["--password-env", "DAV_PASSWORD", "--address-book", "CRM"]);
@@ -131,21 +138,7 @@ async fn two_way_sync_with_radicale_and_xandikos() {
         let d = dir.path();
         write_config(d, db.url(), "");
         let rig = Rig { dir: d, db: &db, server: &server };
-        std::fs::write(d.join("pw"), "pw").unwrap();
-        rig.cli(&[
-            "account",
-            "add",
-            "--email",
-            USER,
-            "--imap-host",
-            "127.0.0.1",
-            "--tls",
-            "starttls",
-            "--imap-port",
-            "1",
-            "--password-file",
-            "pw",
-        ]);
+        rig.add_user(USER);
         let tag = server.name;
 
         // First sync both ways: Ann (CRM) goes out, Bob (remote, with a note and a photo
@@ -380,11 +373,8 @@ async fn a_new_card_never_duplicates_a_synced_contact_nor_takes_a_colleagues() {
         let d = dir.path();
         write_config(d, db.url(), "");
         let rig = Rig { dir: d, db: &db, server: &server };
-        std::fs::write(d.join("pw"), "pw").unwrap();
-        for user in [USER, "carl@example.test"] {
-            let args = ["account", "add", "--email", user, "--imap-host", "127.0.0.1", "--tls", "starttls"];
-            rig.cli(&[&args[..], &["--imap-port", "1", "--password-file", "pw"]].concat());
-        }
+        rig.add_user(USER);
+        rig.add_user("carl@example.test");
         let tag = server.name;
         rig.cli(&["contact", "add", "--name", "Ann Lee", "--email", "ann@client.test", "--owner", USER]);
         rig.cli(&[
@@ -493,9 +483,7 @@ async fn each_side_keeps_its_primary_email_and_phone() {
         let d = dir.path();
         write_config(d, db.url(), "");
         let rig = Rig { dir: d, db: &db, server: &server };
-        std::fs::write(d.join("pw"), "pw").unwrap();
-        let args = ["account", "add", "--email", USER, "--imap-host", "127.0.0.1", "--tls", "starttls"];
-        rig.cli(&[&args[..], &["--imap-port", "1", "--password-file", "pw"]].concat());
+        rig.add_user(USER);
         let tag = server.name;
         rig.cli(&["contact", "add", "--name", "Zed Park", "--email", "zed@client.test", "--email", "amy@client.test"]);
         let zed = rig.contact_named("Zed Park")["id"].to_string();
