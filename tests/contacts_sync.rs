@@ -356,6 +356,24 @@ async fn the_daemon_syncs_on_request_and_imported_contacts_link_past_mail() {
             let (_, linked) = daemon.api("GET", &format!("/v1/messages?contact={}", bob["id"]), None);
             (linked.as_array().map(Vec::len) == Some(1)).then_some(())
         });
+
+        // A CRM edit of Bob (Alice's now) reaches her address book within seconds, not
+        // at the sync's interval (15 minutes).
+        let (status, _) =
+            daemon.api("PATCH", &format!("/v1/contacts/{}", bob["id"]), Some(&serde_json::json!({"company": "Acme"})));
+        assert_eq!(status, 200);
+        let card = dav.fetch(&[dav.new_href("bob")]).await.unwrap();
+        assert!(!card[0].text.contains("ORG:Acme"), "{tag}: not yet");
+        let started = std::time::Instant::now();
+        let mut edited = false;
+        while started.elapsed() < SYNC_DEADLINE && !edited {
+            edited = dav.fetch(&[dav.new_href("bob")]).await.unwrap()[0].text.contains("ORG:Acme");
+            if !edited {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        assert!(edited, "{tag}: the CRM edit did not reach the address book");
+        assert!(started.elapsed() < Duration::from_secs(10), "{tag}: took {:?}", started.elapsed());
         let (status, _) = daemon.api("DELETE", &format!("/v1/users/{USER}/contacts-sync"), None);
         assert_eq!(status, 204);
     }

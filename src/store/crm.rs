@@ -209,6 +209,9 @@ impl Store {
             )));
         }
         let id = insert_person(&mut tx, self.backend, &org, kind, &new).await?;
+        if kind == PersonKind::Contact {
+            request_owner_sync(&mut tx, id).await?;
+        }
         tx.commit().await?;
         self.person(kind, id).await
     }
@@ -243,6 +246,9 @@ impl Store {
         ];
         insert_addresses(&mut tx, self.backend, &[row]).await?;
         queue_relink(&mut tx, self.backend, org.id, kind, &[id]).await?;
+        if kind == PersonKind::Contact {
+            request_owner_sync(&mut tx, id).await?;
+        }
         tx.commit().await?;
         self.person(kind, id).await
     }
@@ -294,6 +300,7 @@ impl Store {
         if !fields.emails.is_empty() {
             queue_relink(&mut tx, self.backend, org.id, PersonKind::Contact, &[id]).await?;
         }
+        request_owner_sync(&mut tx, id).await?;
         tx.commit().await?;
         self.person(PersonKind::Contact, id).await
     }
@@ -301,6 +308,7 @@ impl Store {
     /// Deletes a contact with its addresses and links (its mail stays).
     pub async fn delete_contact(&self, id: i64) -> Result<()> {
         let mut tx = self.write_tx().await?;
+        request_owner_sync(&mut tx, id).await?;
         let deleted = sqlx::query("DELETE FROM contacts WHERE id = $1").bind(id).execute(&mut *tx).await?;
         if deleted.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("no contact with id {id}")));
@@ -344,6 +352,13 @@ impl Store {
         for (org_name, owner, rows) in by_org {
             let org = ensure_org(&mut tx, &org_name).await?;
             let owner = owner_id(&mut tx, &owner).await?;
+            if let Some(owner) = owner {
+                // The owner's address book gets them at the next poll.
+                sqlx::query("UPDATE contact_sync_configs SET run_requested = 1 WHERE user_id = $1")
+                    .bind(owner)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let emails: Vec<&str> = rows.iter().flat_map(|r| r.emails.iter().map(String::as_str)).collect();
             let mut taken: std::collections::HashSet<String> = std::collections::HashSet::new();
             let select = "SELECT value FROM (SELECT org_id, value FROM entity_addresses \
@@ -801,4 +816,17 @@ fn person_from_row(kind: PersonKind, row: &AnyRow) -> Result<Person> {
         postal_address: row.try_get("postal_address")?,
         owner: row.try_get("owner")?,
     })
+}
+
+/// Asks for a run of the contacts sync of contact `id`'s owner, if it has one: a CRM
+/// edit reaches the owner's address book within the scheduler's poll, not its interval.
+async fn request_owner_sync(tx: &mut Transaction<'_, Any>, id: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE contact_sync_configs SET run_requested = 1 \
+         WHERE user_id = (SELECT owner_user_id FROM contacts WHERE id = $1)",
+    )
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
