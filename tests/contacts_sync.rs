@@ -533,3 +533,87 @@ async fn each_side_keeps_its_primary_email_and_phone() {
         rig.sync_quiet("after the edit");
     }
 }
+
+/// The one-way modes and the origin policy. crm-to-remote: the CRM's contacts are the
+/// truth (remote edits are written over, remote-only cards stay out). remote-to-crm: the
+/// address book is (CRM edits are replaced, CRM-only contacts stay in). origin: remote
+/// edits apply to contacts that came from the remote only.
+#[tokio::test]
+async fn one_way_modes_and_the_origin_policy() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    for server in servers() {
+        let db = TestDb::sqlite();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_config(d, db.url(), "");
+        let rig = Rig { dir: d, db: &db, server: &server };
+        rig.add_user(USER);
+        let tag = server.name;
+        rig.cli(&["contact", "add", "--name", "Ann Lee", "--email", "ann@client.test", "--owner", USER]);
+        let ann = rig.contact_named("Ann Lee")["id"].to_string();
+        let dav = book(&server).await;
+        let edit_card = |needle: &'static str, from: &'static str, to: &'static str| {
+            let dav = &dav;
+            async move {
+                let (href, etag, text) = card_with(dav, needle).await;
+                dav.put(&href, text.replace(from, to), Some(&etag)).await.unwrap();
+            }
+        };
+
+        // CRM to remote.
+        rig.configure(&["--direction", "crm-to-remote"]);
+        assert_eq!(rig.sync()["created_remotely"], 1, "{tag}");
+        dav.put(&dav.new_href("bob"), vcard("bob", "Bob Ray", "bob@client.test", ""), None).await.unwrap();
+        edit_card("ann@client.test", "FN:Ann Lee", "FN:Ann Phone").await;
+        let report = rig.sync();
+        assert_eq!(
+            (report["created_in_crm"].as_u64(), report["updated_remotely"].as_u64()),
+            (Some(0), Some(1)),
+            "{tag}: {report}"
+        );
+        rig.contact_named("Ann Lee");
+        assert!(
+            card_with(&dav, "ann@client.test").await.2.contains("FN:Ann Lee"),
+            "{tag}: the CRM's name written back"
+        );
+        rig.sync_quiet("crm-to-remote");
+
+        // Remote to CRM.
+        rig.configure(&["--direction", "remote-to-crm"]);
+        rig.cli(&["contact", "update", &ann, "--company", "Acme"]);
+        rig.cli(&["contact", "add", "--name", "Cy Local", "--email", "cy@client.test", "--owner", USER]);
+        let report = rig.sync();
+        assert_eq!(
+            (report["created_in_crm"].as_u64(), report["updated_in_crm"].as_u64(), report["created_remotely"].as_u64()),
+            (Some(1), Some(1), Some(0)),
+            "{tag}: Bob comes in, Ann's company is the book's (none), Cy stays in the CRM: {report}"
+        );
+        assert_eq!(rig.contact_named("Ann Lee")["company"], "", "{tag}");
+        rig.sync_quiet("remote-to-crm");
+
+        // Two-way with the origin policy.
+        rig.configure(&["--direction", "two-way", "--conflict", "origin"]);
+        assert_eq!(rig.sync()["created_remotely"], 1, "{tag}: Cy goes out now");
+        edit_card("ann@client.test", "FN:Ann Lee", "FN:Ann Phone").await;
+        edit_card("bob@client.test", "FN:Bob Ray", "FN:Bob Phone").await;
+        let report = rig.sync();
+        assert_eq!(
+            (report["updated_in_crm"].as_u64(), report["updated_remotely"].as_u64()),
+            (Some(1), Some(1)),
+            "{tag}: {report}"
+        );
+        rig.contact_named("Ann Lee");
+        rig.contact_named("Bob Phone");
+        assert!(
+            card_with(&dav, "ann@client.test").await.2.contains("FN:Ann Lee"),
+            "{tag}: CRM-made, the CRM's name stands"
+        );
+        // Both sides change a contact that came from the remote: the remote wins.
+        let bob = rig.contact_named("Bob Phone")["id"].to_string();
+        rig.cli(&["contact", "update", &bob, "--name", "Bob CRM"]);
+        edit_card("bob@client.test", "FN:Bob Phone", "FN:Bob Phone 2").await;
+        assert_eq!(rig.sync()["conflicts"], 1, "{tag}");
+        rig.contact_named("Bob Phone 2");
+        rig.sync_quiet("origin");
+    }
+}

@@ -78,7 +78,8 @@ pub struct ContactsConfigureArgs {
     /// two-way, crm-to-remote or remote-to-crm.
     #[arg(long, default_value = "two-way")]
     pub direction: String,
-    /// crm-wins or remote-wins: who wins a field changed on both sides.
+    /// crm-wins or remote-wins: who wins a field changed on both sides; origin: remote edits
+    /// apply only to contacts that came from the remote (which then wins conflicts).
     #[arg(long, default_value = "crm-wins")]
     pub conflict: String,
     #[arg(long, default_value_t = 900)]

@@ -20,7 +20,7 @@ use std::future::Future;
 
 use serde::Serialize;
 
-use super::{ContactFields, Direction, merge};
+use super::{ConflictPolicy, ContactFields, Direction, merge};
 use crate::store::{
     ContactSyncConfig, CrmContact, IGNORED, IMPORT_REQUESTED, LINK_REQUESTED, Store, StoreError, SyncItem,
 };
@@ -518,7 +518,7 @@ impl<R: Remote> Run<'_, R> {
         let source = format!("from {}", self.remote.name());
         let id = self.store.create_synced_contact(self.user(), self.config.org_id, &remote, &source).await?;
         self.index.add(id, &remote, &self.region);
-        self.contacts.insert(id, CrmContact { id, owner_user_id: self.user(), fields: remote.clone() });
+        self.contacts.insert(id, CrmContact { id, owner_user_id: self.user(), source, fields: remote.clone() });
         self.linked.insert(id);
         self.store.save_sync_item(self.user(), &card.id, &card.uid, id, &card.etag, SYNCED, Some(&remote), "").await?;
         self.report.created_in_crm += 1;
@@ -587,7 +587,10 @@ impl<R: Remote> Run<'_, R> {
             self.report.unchanged += 1;
             return Ok(());
         }
+        let made_in_crm = contact.source != format!("from {}", self.remote.name());
         let target = match self.config.direction {
+            // The origin policy: a CRM-made contact's fields stand.
+            Direction::TwoWay if self.config.conflict_policy == ConflictPolicy::Origin && made_in_crm => crm.clone(),
             Direction::TwoWay => {
                 let merged = merge(base, &crm, &remote, self.config.conflict_policy);
                 self.report.conflicts += merged.conflicts.len() as u64;

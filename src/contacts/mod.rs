@@ -93,7 +93,7 @@ pub async fn configure(
 ) -> Result<ContactSyncConfig, crate::store::StoreError> {
     use crate::store::StoreError::Invalid;
     let direction: Direction = choice("direction (two-way, crm-to-remote, remote-to-crm)", &input.direction)?;
-    let policy: ConflictPolicy = choice("conflict (crm-wins, remote-wins)", &input.conflict)?;
+    let policy: ConflictPolicy = choice("conflict (crm-wins, remote-wins, origin)", &input.conflict)?;
     if !matches!(input.provider.as_str(), "carddav" | "google") {
         return Err(Invalid(format!("provider {:?} is not supported (carddav, google)", input.provider)));
     }
@@ -266,7 +266,7 @@ pub fn merge(
             // Unchanged on both sides yet different cannot happen; both changed: policy.
             _ => {
                 conflicts.push(field);
-                policy == ConflictPolicy::RemoteWins
+                policy != ConflictPolicy::CrmWins
             }
         };
         if take_remote {

@@ -35,6 +35,10 @@ pub enum Field {
 pub enum ConflictPolicy {
     CrmWins,
     RemoteWins,
+    /// Sell's rule: remote edits apply only to contacts that came from the remote (where
+    /// the remote also wins conflicts); for contacts made in the CRM, the CRM's fields
+    /// stand and are written back over remote edits.
+    Origin,
 }
 
 /// Which way changes flow.

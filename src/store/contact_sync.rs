@@ -97,6 +97,9 @@ pub const IGNORED: &str = "ignored";
 pub struct CrmContact {
     pub id: i64,
     pub owner_user_id: i64,
+    /// Where the contact came from: empty when made in the CRM, `from BOOK` when a sync
+    /// imported it.
+    pub source: String,
     /// Raw (not canonical) fields.
     pub fields: ContactFields,
 }
@@ -119,14 +122,14 @@ impl Store {
         let settings_json = serde_json::to_string(settings).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut tx = self.write_tx().await?;
         let user_id = user_id(&mut tx, user_email).await?;
-        let previous: Option<(String, String)> =
-            sqlx::query("SELECT provider, settings FROM contact_sync_configs WHERE user_id = $1")
+        let previous: Option<(String, String, String)> =
+            sqlx::query("SELECT provider, settings, direction FROM contact_sync_configs WHERE user_id = $1")
                 .bind(user_id)
                 .fetch_optional(&mut *tx)
                 .await?
-                .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?)))
+                .map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
                 .transpose()?;
-        let same_remote = previous.as_ref().is_some_and(|(p, s)| {
+        let same_remote = previous.as_ref().is_some_and(|(p, s, _)| {
             p == provider
                 && serde_json::from_str::<SyncSettings>(s).is_ok_and(|old| {
                     old.url == settings.url
@@ -137,6 +140,9 @@ impl Store {
         if !same_remote {
             forget_live_items(&mut tx, user_id).await?;
         }
+        // A new direction lists everything once: cards a one-way run passed over (it
+        // kept no trace of them) are seen again.
+        let keep_token = same_remote && previous.as_ref().is_some_and(|(_, _, d)| *d == enum_str(&direction));
         let now = now_ms();
         sqlx::query(
             "INSERT INTO contact_sync_configs (user_id, provider, settings, secret, direction, conflict_policy, interval_secs, \
@@ -153,7 +159,7 @@ impl Store {
         .bind(enum_str(&policy))
         .bind(interval_secs)
         .bind(now)
-        .bind(i64::from(same_remote))
+        .bind(i64::from(keep_token))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -444,8 +450,8 @@ impl Store {
 
     async fn crm_contacts(&self, filter: &str, value: i64) -> Result<Vec<CrmContact>> {
         let sql = format!(
-            "SELECT c.id, COALESCE(c.owner_user_id, 0), c.name, c.company, c.ims, c.postal_address FROM contacts c \
-             WHERE {filter} ORDER BY c.id"
+            "SELECT c.id, COALESCE(c.owner_user_id, 0), c.name, c.company, c.ims, c.postal_address, c.source \
+             FROM contacts c WHERE {filter} ORDER BY c.id"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(value).fetch_all(&self.pool).await?;
         let mut contacts: Vec<CrmContact> = rows
@@ -454,6 +460,7 @@ impl Store {
                 Ok(CrmContact {
                     id: r.try_get(0)?,
                     owner_user_id: r.try_get(1)?,
+                    source: r.try_get(6)?,
                     fields: ContactFields {
                         name: r.try_get(2)?,
                         organization: r.try_get(3)?,
