@@ -82,7 +82,9 @@ pub struct ContactsConfigureArgs {
     /// apply only to contacts that came from the remote (which then wins conflicts).
     #[arg(long, default_value = "crm-wins")]
     pub conflict: String,
-    #[arg(long, default_value_t = 900)]
+    /// How often the daemon looks for changes in the address book, in seconds (at least
+    /// 60): one cheap request with its change token when nothing changed.
+    #[arg(long, default_value_t = 60)]
     pub interval_secs: i64,
     /// Deleting a synced contact in the CRM deletes it remotely too.
     #[arg(long)]

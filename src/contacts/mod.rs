@@ -57,6 +57,8 @@ pub struct SyncInput {
     pub direction: String,
     #[serde(default = "default_conflict")]
     pub conflict: String,
+    /// How often the daemon looks for changes (seconds, at least 60; default 60): one
+    /// cheap request with the change token when nothing changed.
     #[serde(default = "default_interval")]
     pub interval_secs: i64,
     #[serde(default)]
@@ -78,7 +80,7 @@ fn default_conflict() -> String {
     "crm-wins".into()
 }
 fn default_interval() -> i64 {
-    900
+    60
 }
 fn default_region() -> String {
     "US".into()
