@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -22,11 +23,27 @@ pub enum TlsError {
     Handshake(String),
 }
 
+/// The largest PEM file read (a CA bundle is a few hundred KB): a path such as
+/// `/dev/zero` must not be read forever.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// Reads a PEM file of at most [`MAX_PEM_BYTES`].
+fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut pem = Vec::new();
+    file.take(MAX_PEM_BYTES + 1).read_to_end(&mut pem).map_err(|e| e.to_string())?;
+    if pem.len() as u64 > MAX_PEM_BYTES {
+        return Err(format!("larger than {} KiB: not a PEM file", MAX_PEM_BYTES >> 10));
+    }
+    Ok(pem)
+}
+
 /// Reads the PEM certificates of a CA file; a file without one is an error.
 pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let err = |reason: String| TlsError::CaFile { path: path.display().to_string(), reason };
-    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+    let pem = read_pem(path).map_err(err)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| err(format!("not PEM: {e}")))?;
     if certs.is_empty() {
@@ -59,10 +76,11 @@ pub fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, TlsError> {
 pub fn acceptor(cert_file: &Path, key_file: &Path) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     let certs = load_ca_file(cert_file)?;
     let key_err = |reason: String| TlsError::CaFile { path: key_file.display().to_string(), reason };
-    let pem = std::fs::read(key_file).map_err(|e| key_err(e.to_string()))?;
-    let key = rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| key_err(format!("not PEM: {e}")))?
-        .ok_or_else(|| key_err("contains no PEM private key".into()))?;
+    let pem = read_pem(key_file).map_err(key_err)?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => key_err("contains no PEM private key".into()),
+        other => key_err(format!("not PEM: {other}")),
+    })?;
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Handshake(e.to_string()))?
@@ -85,4 +103,19 @@ where
             .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
         if certificate { TlsError::Certificate(e.to_string()) } else { TlsError::Handshake(e.to_string()) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_endless_or_empty_file_is_refused_without_reading_it_all() {
+        let started = std::time::Instant::now();
+        let endless = load_ca_file(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(endless.contains("larger than 1024 KiB"), "{endless}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let empty = load_ca_file(Path::new("/dev/null")).unwrap_err().to_string();
+        assert!(empty.contains("contains no PEM certificate"), "{empty}");
+    }
 }
