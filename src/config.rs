@@ -369,6 +369,14 @@ impl Config {
                 return invalid(key, "must be at least 1");
             }
         }
+        let relay = &self.smtp_relay;
+        if relay.tls == RelayTls::None && !relay.username.is_empty() && !crate::net::is_loopback_host(&relay.host) {
+            return invalid(
+                "smtp_relay.tls",
+                "`none` would send the relay password in clear over the network: use starttls or implicit \
+                 (none is for a relay on this machine)",
+            );
+        }
         if !(60..=29 * 60).contains(&sync.idle_renew_secs) {
             return invalid("sync.idle_renew_secs", "must be between 60 and 1740 (servers end IDLE at 30 minutes)");
         }
@@ -586,5 +594,20 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/mailsync.example.toml");
         let example = read_table(&path).unwrap();
         assert_eq!(example, default_table(), "config/mailsync.example.toml is out of date");
+    }
+
+    #[test]
+    fn a_relay_password_never_goes_in_clear_over_the_network() {
+        let mut config = Config::default();
+        config.smtp_relay.host = "relay.example.com".into();
+        config.smtp_relay.tls = RelayTls::None;
+        config.smtp_relay.username = "crm".into();
+        let refused = config.validate().unwrap_err().to_string();
+        assert!(refused.contains("smtp_relay.tls"), "{refused}");
+        config.smtp_relay.host = "127.0.0.1".into();
+        config.validate().unwrap();
+        config.smtp_relay.host = "relay.example.com".into();
+        config.smtp_relay.username = String::new();
+        config.validate().unwrap();
     }
 }

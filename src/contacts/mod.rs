@@ -99,12 +99,9 @@ pub async fn configure(
     if !matches!(input.provider.as_str(), "carddav" | "google") {
         return Err(Invalid(format!("provider {:?} is not supported (carddav, google)", input.provider)));
     }
-    // Google's URL may be left empty (the People API); every other one must be http(s).
+    // Google's URL may be left empty (the People API); every other one must be https.
     if !(input.provider == "google" && input.url.is_empty()) {
-        let url = reqwest::Url::parse(&input.url).map_err(|e| Invalid(format!("url: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(Invalid("url: must be http:// or https://".into()));
-        }
+        check_remote_url(&input.url).map_err(|e| Invalid(format!("url: {e}")))?;
     }
     if input.provider == "carddav" && input.username.trim().is_empty() {
         return Err(Invalid("username: required for CardDAV".into()));
@@ -130,6 +127,18 @@ pub async fn configure(
     store
         .set_contact_sync_config(user, &input.provider, &settings, &sealed, direction, policy, input.interval_secs)
         .await
+}
+
+/// The address book's URL: https, since the credentials go there; http only to this
+/// machine (tests, a local proxy).
+fn check_remote_url(url: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if url.host_str().is_some_and(crate::net::is_loopback_host) => Ok(()),
+        "http" => Err("must be https:// (the credentials are sent to it); http:// only on this machine".into()),
+        _ => Err("must be https://".into()),
+    }
 }
 
 /// One of a unit enum's serde names, or an error naming the choices.
@@ -281,6 +290,17 @@ pub fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_go_only_over_https_or_to_this_machine() {
+        assert!(check_remote_url("https://dav.example.com/").is_ok());
+        assert!(check_remote_url("http://127.0.0.1:5232/").is_ok());
+        assert!(check_remote_url("http://[::1]:5232/").is_ok());
+        assert!(check_remote_url("http://localhost/").is_ok());
+        assert!(check_remote_url("http://dav.example.com/").unwrap_err().contains("https"));
+        assert!(check_remote_url("ftp://dav.example.com/").is_err());
+        assert!(check_remote_url("not a url").is_err());
+    }
 
     fn fields(name: &str, emails: &[&str], phones: &[&str]) -> ContactFields {
         ContactFields {

@@ -32,6 +32,13 @@ impl ConnectError {
     }
 }
 
+/// Whether `host` (a name or an address, IPv6 with or without brackets) is this
+/// machine: the one place credentials may travel without TLS.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Opens a TCP connection with a deadline and TCP keepalive, trying each resolved address.
 pub async fn connect_tcp(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, ConnectError> {
     let addr = format!("{host}:{port}");
