@@ -49,7 +49,7 @@ pub struct SmtpRelayConfig {
     /// Empty: send through each account's own SMTP server.
     pub host: String,
     pub port: u16,
-    /// `starttls`, `implicit`, or `none` (a relay on loopback or a trusted network only).
+    /// `starttls`, `implicit`, or `none` (with a username, only for a relay on this machine).
     pub tls: RelayTls,
     /// Empty: no authentication.
     pub username: String,
