@@ -29,6 +29,24 @@ fn the_unit_rates_ok_in_systemd_analyze_security() {
     assert!(score <= 2.0, "exposure {score} (must be 2.0 or lower)");
 }
 
+/// Resource bounds a hostile input cannot push past: memory (throttled, then the unit is
+/// stopped and restarted), no core dumps, no link-local (cloud metadata) addresses. The
+/// unit must also load without unknown keys on this machine's systemd.
+#[test]
+fn the_unit_bounds_memory_core_dumps_and_link_local_addresses() {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/mailsync.service")).unwrap();
+    for line in ["MemoryHigh=1G", "MemoryMax=2G", "LimitCORE=0", "IPAddressDeny=169.254.0.0/16 fe80::/10"] {
+        assert!(unit.lines().any(|l| l == line), "the unit lacks `{line}`");
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/mailsync.service"))
+        .output()
+        .expect("systemd-analyze (package systemd)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("Unknown key") && !stderr.contains("Failed to parse"), "{stderr}");
+}
+
 #[tokio::test]
 async fn the_daemon_notifies_ready_feeds_the_watchdog_and_says_stopping() {
     let db = TestDb::sqlite();
