@@ -86,11 +86,12 @@ pub async fn run(mut config: Config, config_path: Option<std::path::PathBuf>) ->
     let api_task = tokio::spawn(
         axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned()).into_future(),
     );
-    let watchdog_task =
-        systemd::watchdog_interval().map(|every| tokio::spawn(watchdog(store.clone(), every, shutdown.clone())));
 
     tracing::info!(api = %api_addr, database = %crate::store::redact_url(&config.database.url), "mailsync running");
     systemd::notify(&format!("READY=1\nSTATUS=serving API on {api_addr}"));
+    // After READY: the watchdog's first ping comes at once, and systemd expects READY first.
+    let watchdog_task =
+        systemd::watchdog_interval().map(|every| tokio::spawn(watchdog(store.clone(), every, shutdown.clone())));
 
     loop {
         tokio::select! {
