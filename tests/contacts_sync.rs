@@ -47,6 +47,27 @@ fn servers() -> Vec<Server> {
     ]
 }
 
+/// A fresh SQLite store and directory (with its config) for one server's run.
+struct Scratch {
+    db: TestDb,
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        let (db, dir) = (TestDb::sqlite(), tempfile::tempdir().unwrap());
+        write_config(dir.path(), db.url(), "");
+        Scratch { db, dir }
+    }
+
+    /// The rig on `server`, with the syncing user [`USER`] added.
+    fn rig<'a>(&'a self, server: &'a Server) -> Rig<'a> {
+        let rig = Rig { dir: self.dir.path(), db: &self.db, server };
+        rig.add_user(USER);
+        rig
+    }
+}
+
 struct Rig<'a> {
     dir: &'a Path,
     db: &'a TestDb,
@@ -133,12 +154,8 @@ async fn two_way_sync_with_radicale_and_xandikos() {
     // As `main` does: one crypto provider for every TLS user (reqwest here).
     let _ = rustls::crypto::ring::default_provider().install_default();
     for server in servers() {
-        let db = TestDb::sqlite();
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        write_config(d, db.url(), "");
-        let rig = Rig { dir: d, db: &db, server: &server };
-        rig.add_user(USER);
+        let scratch = Scratch::new();
+        let rig = scratch.rig(&server);
         let tag = server.name;
 
         // First sync both ways: Ann (CRM) goes out, Bob (remote, with a note and a photo
@@ -223,7 +240,7 @@ async fn two_way_sync_with_radicale_and_xandikos() {
         // still says "creating". The next sync finds it: no second card, no duplicate.
         rig.cli(&["contact", "add", "--name", "Carl Crash", "--email", "carl@client.test", "--owner", USER]);
         let carl_id: i64 = rig.contact_named("Carl Crash")["id"].as_i64().unwrap();
-        let store = db.store().await;
+        let store = rig.db.store().await;
         let sync_config = store.contact_sync_config(USER).await.unwrap();
         let planned = dav.new_href("carl-planned");
         store
@@ -300,7 +317,7 @@ async fn two_way_sync_with_radicale_and_xandikos() {
             dav.delete(&href, &etag).await.unwrap();
         }
         let contacts_before = rig.contacts();
-        let out = output(mailsync(d, db.url()).args(["contacts", "sync", "--user", USER]));
+        let out = output(mailsync(rig.dir, rig.db.url()).args(["contacts", "sync", "--user", USER]));
         assert_ne!(out.code, 0, "{tag}: the guard must refuse");
         assert!(out.stderr.contains("refusing to sync"), "{tag}: {}", out.stderr);
         assert_eq!(rig.contacts(), contacts_before, "{tag}");
@@ -386,12 +403,8 @@ async fn the_daemon_syncs_on_request_and_imported_contacts_link_past_mail() {
 async fn a_new_card_never_duplicates_a_synced_contact_nor_takes_a_colleagues() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     for server in servers() {
-        let db = TestDb::sqlite();
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        write_config(d, db.url(), "");
-        let rig = Rig { dir: d, db: &db, server: &server };
-        rig.add_user(USER);
+        let scratch = Scratch::new();
+        let rig = scratch.rig(&server);
         rig.add_user("carl@example.test");
         let tag = server.name;
         rig.cli(&["contact", "add", "--name", "Ann Lee", "--email", "ann@client.test", "--owner", USER]);
@@ -440,7 +453,7 @@ async fn a_new_card_never_duplicates_a_synced_contact_nor_takes_a_colleagues() {
         let card_of =
             |uid: &str| listed.iter().find(|f| f["uid"] == uid).unwrap()["card"].as_str().unwrap().to_string();
         let ann = rig.contact_named("Ann Lee")["id"].to_string();
-        let refused = output(mailsync(d, db.url()).args([
+        let refused = output(mailsync(rig.dir, rig.db.url()).args([
             "contacts",
             "resolve",
             "--user",
@@ -496,12 +509,8 @@ async fn a_new_card_never_duplicates_a_synced_contact_nor_takes_a_colleagues() {
 async fn each_side_keeps_its_primary_email_and_phone() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     for server in servers() {
-        let db = TestDb::sqlite();
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        write_config(d, db.url(), "");
-        let rig = Rig { dir: d, db: &db, server: &server };
-        rig.add_user(USER);
+        let scratch = Scratch::new();
+        let rig = scratch.rig(&server);
         let tag = server.name;
         rig.cli(&["contact", "add", "--name", "Zed Park", "--email", "zed@client.test", "--email", "amy@client.test"]);
         let zed = rig.contact_named("Zed Park")["id"].to_string();
@@ -542,12 +551,8 @@ async fn each_side_keeps_its_primary_email_and_phone() {
 async fn one_way_modes_and_the_origin_policy() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     for server in servers() {
-        let db = TestDb::sqlite();
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        write_config(d, db.url(), "");
-        let rig = Rig { dir: d, db: &db, server: &server };
-        rig.add_user(USER);
+        let scratch = Scratch::new();
+        let rig = scratch.rig(&server);
         let tag = server.name;
         rig.cli(&["contact", "add", "--name", "Ann Lee", "--email", "ann@client.test", "--owner", USER]);
         let ann = rig.contact_named("Ann Lee")["id"].to_string();

@@ -307,17 +307,13 @@ pub async fn run<R: Remote>(
         })
         .map(|(id, _)| id.clone())
         .collect();
+    let mut queued: HashSet<String> = wanted.iter().cloned().collect();
     // Flagged cards a person resolved since the last run, changed or not.
-    wanted.extend(
-        by_remote
-            .values()
-            .filter(|i| {
-                (i.state == LINK_REQUESTED || i.state == IMPORT_REQUESTED)
-                    && !delta.changed.iter().any(|(id, _)| *id == i.remote_id)
-            })
-            .map(|i| i.remote_id.clone()),
-    );
-    let queued: HashSet<String> = wanted.iter().cloned().collect();
+    for item in by_remote.values().filter(|i| i.state == LINK_REQUESTED || i.state == IMPORT_REQUESTED) {
+        if queued.insert(item.remote_id.clone()) {
+            wanted.push(item.remote_id.clone());
+        }
+    }
     for item in by_remote
         .values()
         .filter(|i| i.state == SYNCED && !queued.contains(&i.remote_id) && !removed.contains(&i.remote_id))

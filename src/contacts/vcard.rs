@@ -7,6 +7,7 @@
 use calcard::vcard::{VCard, VCardEntry, VCardProperty, VCardValue, VCardVersion};
 
 use super::ContactFields;
+use crate::model::contact::{canonical_email, e164};
 
 /// A parsed remote card.
 #[derive(Debug, Clone)]
@@ -180,14 +181,11 @@ fn updated(card: &VCard, uid: &str, fields: &ContactFields, region: &str) -> Vec
         }
     }
     if old.emails != fields.emails {
-        let key = |v: &str| {
-            let v = v.trim().trim_start_matches("mailto:");
-            crate::address::normalize_email(v).unwrap_or_else(|_| v.to_lowercase())
-        };
+        let key = |v: &str| canonical_email(v.trim().trim_start_matches("mailto:"));
         update_list(&mut entries, VCardProperty::Email, &fields.emails, key);
     }
     if old.phones != fields.phones {
-        update_list(&mut entries, VCardProperty::Tel, &fields.phones, |v| crate::model::contact::e164(v, region));
+        update_list(&mut entries, VCardProperty::Tel, &fields.phones, |v| e164(v, region));
     }
     if old.ims != fields.ims {
         update_list(&mut entries, VCardProperty::Impp, &fields.ims, |v| v.trim().to_string());

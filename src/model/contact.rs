@@ -63,12 +63,8 @@ impl ContactFields {
     /// The canonical form; phone numbers without a country code are read in `region`
     /// (ISO 3166 code such as `US`).
     pub fn canonical(&self, region: &str) -> ContactFields {
-        let mut emails: Vec<String> = self
-            .emails
-            .iter()
-            .map(|e| crate::address::normalize_email(e).unwrap_or_else(|_| e.trim().to_lowercase()))
-            .filter(|e| !e.is_empty())
-            .collect();
+        let mut emails: Vec<String> =
+            self.emails.iter().map(|e| canonical_email(e)).filter(|e| !e.is_empty()).collect();
         let mut phones: Vec<String> = self.phones.iter().map(|p| e164(p, region)).filter(|p| !p.is_empty()).collect();
         let mut ims: Vec<String> = self.ims.iter().map(|i| i.trim().to_string()).filter(|i| !i.is_empty()).collect();
         for list in [&mut emails, &mut phones, &mut ims] {
@@ -98,11 +94,7 @@ impl ContactFields {
             out.extend(rest);
             out
         }
-        let emails = preferred
-            .emails
-            .iter()
-            .map(|e| crate::address::normalize_email(e).unwrap_or_else(|_| e.trim().to_lowercase()))
-            .collect();
+        let emails = preferred.emails.iter().map(|e| canonical_email(e)).collect();
         let phones = preferred.phones.iter().map(|p| e164(p, region)).collect();
         let ims = preferred.ims.iter().map(|i| i.trim().to_string()).collect();
         ContactFields {
@@ -154,6 +146,12 @@ impl ContactFields {
 
 pub(crate) const FIELDS: [Field; 6] =
     [Field::Name, Field::Organization, Field::Emails, Field::Phones, Field::Ims, Field::Address];
+
+/// An email address as the sync compares it: normalized, or (when it does not parse)
+/// trimmed and lower-cased, so nothing is lost.
+pub fn canonical_email(email: &str) -> String {
+    crate::address::normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase())
+}
 
 /// Phone number in E.164 when it parses as a valid number (in `region` unless it has a
 /// country code); otherwise its digits (with a leading `+` kept), so nothing is lost.
